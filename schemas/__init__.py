@@ -1,0 +1,1 @@
+"""The Carsys event contract."""

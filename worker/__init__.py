@@ -1,0 +1,1 @@
+"""carsys-ingest worker."""

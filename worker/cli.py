@@ -1,0 +1,101 @@
+"""``carsys-ingest``: the command line. Thin: parses arguments, then hands over to the module that owns the work.
+
+Handlers are imported lazily so that ``--help`` and the pure commands start fast and need no services.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from typing import cast
+
+from worker.errors import ConfigError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _handler(target: str) -> Handler:
+    module, _, func = target.partition(":")
+    return cast(Handler, getattr(importlib.import_module(module), func))
+
+
+def _add(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, target: str, help_: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_, description=help_)
+    parser.set_defaults(target=target)
+    return parser
+
+
+def _input_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", nargs="?", default="-", help="a JSON document or NDJSON file; - (default) reads stdin")
+
+
+def _dlq_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stage", choices=["decode", "contract", "normalise", "write"])
+    parser.add_argument("--error-class", help="e.g. ContractError")
+    parser.add_argument("--dealer", help="dealer id (from the record key)")
+    parser.add_argument("--since", help="failed at or after this RFC 3339 time")
+    parser.add_argument("--until", help="failed before this RFC 3339 time")
+    parser.add_argument("--partition", help="dead-letter partition(s), e.g. 0 or 0-2")
+    parser.add_argument("--offset", help="dead-letter offset range, e.g. 100-200")
+    parser.add_argument("--limit", type=int, help="at most this many letters")
+
+
+def _dlq_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dlq = sub.add_parser("dlq", help="see, understand and replay dead letters")
+    dsub = dlq.add_subparsers(dest="dlq_command", required=True)
+    lst = _add(dsub, "list", "worker.deadletters:list_command", "summarise the dead-letter topic")
+    lst.add_argument("--json", action="store_true", help="machine-readable output")
+    _dlq_filters(lst)
+    show = _add(dsub, "show", "worker.deadletters:show_command", "show matching letters (values redacted)")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.add_argument("--reveal", action="store_true", help="show payload values (personal data!)")
+    _dlq_filters(show)
+    replay = _add(dsub, "replay", "worker.deadletters:replay_command", "republish matching letters to their source topic")
+    _dlq_filters(replay)
+    replay.add_argument("--dry-run", action="store_true", help="decode and normalise only; produce nothing")
+    replay.add_argument("--rate", type=float, default=500.0, help="most letters per second (default 500)")
+    replay.add_argument("--max-replays", type=int, default=3, help="refuse letters replayed this often (default 3)")
+    replay.add_argument("--force", action="store_true", help="replay even past --max-replays")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="carsys-ingest",
+        description="Receives the Carsys DMS push from Kafka and writes it idempotently to PostgreSQL for Claire.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add(sub, "run", "worker.app:run_command", "run the consumer (what the platform deploys, N replicas per group)")
+    _add(sub, "migrate", "worker.migrations:migrate_command", "apply pending SQL migrations (safe to run concurrently)")
+    init = _add(sub, "init", "worker.app:init_command", "create the topics (and the dead-letter topic) and migrate")
+    init.add_argument("--partitions", type=int, default=6, help="partitions of the event topic (default 6)")
+    init.add_argument("--dlq-retention-days", type=int, default=30, help="dead-letter retention (default 30 days)")
+    init.add_argument("--replication-factor", type=int, default=1)
+    _input_arg(_add(sub, "normalize", "worker.normaliser:normalize_command", "print what Claire will store from events"))
+    _add(sub, "schema", "schemas.decoder:schema_command", "print the v1 JSON Schema")
+    publish = _add(sub, "publish", "worker.publisher:publish_command", "validate events and publish them to the topic")
+    _input_arg(publish)
+    publish.add_argument("--allow-invalid", action="store_true", help="publish invalid events too (tests the DLQ path)")
+    publish.add_argument("--topic", help="default: KAFKA_TOPIC")
+    erase = _add(sub, "erase", "worker.erasure:erase_command", "AVG/GDPR: erase one person's personal data")
+    erase.add_argument("--dealer", required=True)
+    who = erase.add_mutually_exclusive_group(required=True)
+    who.add_argument("--person-id")
+    who.add_argument("--email")
+    who.add_argument("--phone")
+    _dlq_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _handler(args.target)(args)
+    except ConfigError as exc:
+        print(f"carsys-ingest: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

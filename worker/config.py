@@ -1,0 +1,139 @@
+"""Configuration: one frozen struct, read from the environment once, at start-up.
+
+Nothing else in the worker reads ``os.environ``. Every variable is listed in ``VARIABLES`` (the README's table is
+checked against it by a test) and every validation message names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Literal, TypeVar
+
+import msgspec
+
+from worker.errors import ConfigError
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+LogFormat = Literal["auto", "json", "console"]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    kafka_bootstrap_servers: str
+    kafka_topic: str = "carsys.appointments"
+    kafka_dlq_topic: str = ""  # empty means "<kafka_topic>.dlq", resolved by from_env
+    kafka_group_id: str = "carsys-ingest"
+    kafka_client_id: str = "carsys-ingest"
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: str | None = None
+    database_url: str
+    db_pool_min_size: int = 1
+    db_pool_max_size: int = 4
+    batch_max_records: int = 2000
+    batch_max_wait_ms: int = 200
+    applied_event_retention_days: int = 14
+    retry_initial_backoff_s: float = 0.5
+    retry_max_backoff_s: float = 30.0
+    retry_attempt_timeout_s: float = 60.0
+    shutdown_timeout_s: float = 25.0
+    health_stall_timeout_s: float = 120.0
+    metrics_port: int = 9108
+    log_level: str = "INFO"
+    log_format: LogFormat = "auto"
+
+
+# variable -> (field, meaning). The order is the README's.
+VARIABLES: Mapping[str, tuple[str, str]] = {
+    "KAFKA_BOOTSTRAP_SERVERS": ("kafka_bootstrap_servers", "Comma-separated `host:port` list of the Kafka brokers (required)."),
+    "KAFKA_TOPIC": ("kafka_topic", "Topic Carsys publishes events to."),
+    "KAFKA_DLQ_TOPIC": ("kafka_dlq_topic", "Dead-letter topic; empty means `<KAFKA_TOPIC>.dlq`."),
+    "KAFKA_GROUP_ID": ("kafka_group_id", "Consumer group shared by all replicas."),
+    "KAFKA_CLIENT_ID": ("kafka_client_id", "Client id prefix shown in broker logs and quotas."),
+    "KAFKA_SECURITY_PROTOCOL": ("kafka_security_protocol", "`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`."),
+    "KAFKA_SASL_MECHANISM": ("kafka_sasl_mechanism", "`PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (SASL_* protocols)."),
+    "KAFKA_SASL_USERNAME": ("kafka_sasl_username", "SASL user name."),
+    "KAFKA_SASL_PASSWORD": ("kafka_sasl_password", "SASL password (never logged)."),
+    "KAFKA_SSL_CAFILE": ("kafka_ssl_cafile", "PEM file with the CA that signed the brokers' certificates (SSL, SASL_SSL)."),
+    "DATABASE_URL": ("database_url", "PostgreSQL DSN, `postgresql://user:pass@host:port/db` (required)."),
+    "DB_POOL_MIN_SIZE": ("db_pool_min_size", "Connections the pool keeps open."),
+    "DB_POOL_MAX_SIZE": ("db_pool_max_size", "Most connections the pool opens."),
+    "BATCH_MAX_RECORDS": ("batch_max_records", "Most records fetched and written in one batch (one transaction)."),
+    "BATCH_MAX_WAIT_MS": ("batch_max_wait_ms", "Longest wait for a batch to fill at low load (latency bound)."),
+    "APPLIED_EVENT_RETENTION_DAYS": ("applied_event_retention_days", "How long applied event ids are kept for de-duplication."),
+    "RETRY_INITIAL_BACKOFF_S": ("retry_initial_backoff_s", "First back-off after a transient failure (doubles, with jitter)."),
+    "RETRY_MAX_BACKOFF_S": ("retry_max_backoff_s", "Longest back-off between two retries."),
+    "RETRY_ATTEMPT_TIMEOUT_S": ("retry_attempt_timeout_s", "Deadline of one retry cycle before the caller pauses and tries again."),
+    "SHUTDOWN_TIMEOUT_S": ("shutdown_timeout_s", "Bound on a graceful shutdown after SIGTERM/SIGINT."),
+    "HEALTH_STALL_TIMEOUT_S": ("health_stall_timeout_s", "`/healthz` fails when the loop made no progress for this long."),
+    "METRICS_PORT": ("metrics_port", "Port of `/metrics`, `/healthz` and `/readyz`; 0 disables the server."),
+    "LOG_LEVEL": ("log_level", "`DEBUG`, `INFO`, `WARNING` or `ERROR`."),
+    "LOG_FORMAT": ("log_format", "`json`, `console`, or `auto` (JSON lines unless stderr is a terminal)."),
+}
+
+T = TypeVar("T")
+
+
+def _positive(name: str, value: T) -> None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+        raise ConfigError(f"{name} must not be negative")
+
+
+def _checks(s: Settings) -> list[tuple[str, Callable[[Settings], bool], str]]:
+    return [
+        ("BATCH_MAX_RECORDS", lambda s: s.batch_max_records >= 1, "must be at least 1"),
+        ("DB_POOL_MAX_SIZE", lambda s: s.db_pool_max_size >= max(1, s.db_pool_min_size), "must be >= DB_POOL_MIN_SIZE and >= 1"),
+        ("METRICS_PORT", lambda s: 0 <= s.metrics_port <= 65535, "must be a port number (0-65535)"),
+        ("LOG_LEVEL", lambda s: s.log_level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"}, "must be DEBUG, INFO, WARNING or ERROR"),
+        ("DATABASE_URL", lambda s: s.database_url.startswith(("postgresql://", "postgres://")), "must start with postgresql://"),
+        (
+            "KAFKA_SASL_MECHANISM",
+            lambda s: s.kafka_sasl_mechanism is not None or not s.kafka_security_protocol.startswith("SASL"),
+            "is required when KAFKA_SECURITY_PROTOCOL is SASL_PLAINTEXT or SASL_SSL",
+        ),
+        (
+            "KAFKA_SASL_USERNAME",
+            lambda s: s.kafka_sasl_mechanism is None or bool(s.kafka_sasl_username and s.kafka_sasl_password),
+            "and KAFKA_SASL_PASSWORD are required with KAFKA_SASL_MECHANISM",
+        ),
+    ]
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the settings. Raises ConfigError naming the first offending variable."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, str] = {}
+    for var, (field, _) in VARIABLES.items():
+        value = env.get(var, "").strip()
+        if value:
+            raw[field] = value
+    for required in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"):
+        if VARIABLES[required][0] not in raw:
+            raise ConfigError(f"{required} is required but not set")
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_name_variable(str(exc))) from None
+    for field in msgspec.structs.fields(Settings):
+        _positive(_variable_of(field.name), getattr(settings, field.name))
+    for var, ok, message in _checks(settings):
+        if not ok(settings):
+            raise ConfigError(f"{var} {message}")
+    if not settings.kafka_dlq_topic:
+        settings = msgspec.structs.replace(settings, kafka_dlq_topic=f"{settings.kafka_topic}.dlq")
+    return msgspec.structs.replace(settings, log_level=settings.log_level.upper())
+
+
+def _variable_of(field: str) -> str:
+    return next(var for var, (f, _) in VARIABLES.items() if f == field)
+
+
+def _name_variable(message: str) -> str:
+    # msgspec says "Expected `int`, got `str` - at `$.batch_max_records`"; users know variables, not fields.
+    for var, (field, _) in VARIABLES.items():
+        if f"`$.{field}`" in message:
+            return f"{var}: {message.split(' - at ')[0]}"
+    return message

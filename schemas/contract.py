@@ -1,7 +1,8 @@
 """The Carsys event contract, v1: msgspec Structs for exactly what goes over the wire.
 
 One Kafka record is one event. The key is ``"{dealer_id}/{dms_number}"`` so that all events of one appointment
-keep their order on one partition.
+keep their order on one partition. Unknown fields are ignored (forward compatibility); everything else here
+is enforced by ``schemas.decoder.decode`` and published as ``schemas/carsys-event.v1.schema.json``.
 """
 
 from __future__ import annotations
@@ -14,20 +15,61 @@ import msgspec
 
 SCHEMA_VERSION: Final = 1
 
-DealerId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-EventId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")]
+# Strict on the wire, lenient in the worker: msgspec also accepts e.g. surrounding spaces in a decimal string,
+# the published schema asks producers for the plain form.
+DECIMAL_PATTERN: Final = r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
+_DATE_TIME: Final = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
+_TIMESTAMP_PATTERN: Final = _DATE_TIME + r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?$"
+_OFFSET_TIMESTAMP_PATTERN: Final = _DATE_TIME + r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})$"
+
+DealerId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, description="The Carsys dealer (tenant)")]
+EventId = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$",
+        description="UUID, unique per event; replaying the same event changes nothing.",
+    ),
+]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+# occurred_at orders changes, so it must carry its offset; the appointment's own timestamps come from DMS
+# screens and may be local (Europe/Amsterdam) time.
+OffsetTimestamp = Annotated[
+    dt.datetime,
+    msgspec.Meta(
+        tz=True,
+        description="RFC 3339 timestamp with offset.",
+        extra_json_schema={"pattern": _OFFSET_TIMESTAMP_PATTERN},
+    ),
+]
+Timestamp = Annotated[
+    dt.datetime,
+    msgspec.Meta(
+        description="RFC 3339 timestamp; without an offset it is Europe/Amsterdam local time.",
+        extra_json_schema={"pattern": _TIMESTAMP_PATTERN},
+    ),
+]
+# A price arrives as a JSON number or a decimal string; msgspec reads both straight into Decimal, never via
+# float. msgspec publishes a Decimal as a string; schemas.decoder.json_schema widens it to number-or-string.
+Price = Annotated[
+    decimal.Decimal,
+    msgspec.Meta(
+        description="Price in euros: a JSON number or a decimal string.",
+        extra_json_schema={"pattern": DECIMAL_PATTERN},
+    ),
+]
 
 
-class Intervention(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+class Intervention(msgspec.Struct, frozen=True):
     """A work item (interventie): title and description, price in euros."""
 
     title: str
     description: str | None = None
-    price: decimal.Decimal | None = None
+    price: Price | None = None
 
 
 class Vehicle(msgspec.Struct, frozen=True):
+    """The vehicle (voertuig). The role ids refer to persons of this event or of an earlier one."""
+
     make: str | None = None
     model: str | None = None
     license_plate: str | None = None
@@ -61,10 +103,12 @@ class Person(msgspec.Struct, frozen=True):
 
 
 class Appointment(msgspec.Struct, frozen=True):
+    """An appointment (afspraak) as it is now in the DMS."""
+
     dms_number: NonEmpty
-    created_at: dt.datetime
+    created_at: Timestamp
     wo_number: str | None = None
-    appointment_at: dt.datetime | None = None
+    appointment_at: Timestamp | None = None
     waiting_customer: bool = False
     interventions: tuple[Intervention, ...] = ()
     vehicle: Vehicle | None = None
@@ -72,21 +116,27 @@ class Appointment(msgspec.Struct, frozen=True):
 
 
 class DeletedAppointment(msgspec.Struct, frozen=True):
+    """The appointment was cancelled or removed in the DMS."""
+
     dms_number: NonEmpty
 
 
 class _Event(msgspec.Struct, frozen=True, tag_field="event_type"):
     event_id: EventId
-    schema_version: int
-    occurred_at: dt.datetime
+    schema_version: Literal[1]
+    occurred_at: OffsetTimestamp
     dealer_id: DealerId
 
 
 class AppointmentUpserted(_Event, frozen=True, tag="appointment.upserted"):
+    """The appointment was created or changed: the full current state."""
+
     appointment: Appointment
 
 
 class AppointmentDeleted(_Event, frozen=True, tag="appointment.deleted"):
+    """The appointment was cancelled or removed."""
+
     appointment: DeletedAppointment
 
 

@@ -1,0 +1,184 @@
+"""The one decoder of Carsys event values, and the JSON Schema generated from the contract Structs.
+
+Every message raised from here ends up in logs and dead-letter headers, so it names the JSON path and the
+reason and never quotes a value from the record (AVG/GDPR). msgspec's own messages sometimes do
+(``Invalid value 'x'``), which is why they are translated here instead of passed on, and why the original
+exception is never chained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from typing import Any, Final
+
+import msgspec
+
+from schemas.contract import SCHEMA_VERSION, AppointmentUpserted, Event
+from worker.errors import ContractError, DecodeError
+
+SCHEMA_ID: Final = "https://carsys-ingest.invalid/schemas/carsys-event.v1.schema.json"
+
+_DECODER: Final = msgspec.json.Decoder(Event)
+
+
+class _Envelope(msgspec.Struct):
+    """Just enough of any version's envelope to tell "newer contract" apart from "broken v1 event"."""
+
+    schema_version: Any = None
+
+
+_ENVELOPE_DECODER: Final = msgspec.json.Decoder(_Envelope)
+
+
+def decode(value: bytes) -> Event:
+    """Decode one record value. Raises DecodeError (not UTF-8 JSON) or ContractError (JSON, but not v1)."""
+    _require_utf8(value)
+    try:
+        event: Event = _DECODER.decode(value)
+    except msgspec.ValidationError as exc:
+        raise ContractError(_newer_version(value) or contract_reason(str(exc))) from None
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"not valid JSON ({_json_reason(str(exc))})") from None
+    _require_finite_prices(event)
+    return event
+
+
+def _require_utf8(value: bytes) -> None:
+    # msgspec skips unknown fields without validating their UTF-8, so check the whole value up front.
+    if value.isascii():
+        return
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"not valid UTF-8 (at byte {exc.start})") from None
+
+
+def _json_reason(message: str) -> str:
+    # msgspec's JSON syntax messages carry a byte offset, never content; keep them but lowercase the start.
+    reason = message.removeprefix("JSON is malformed: ")
+    return reason[:1].lower() + reason[1:]
+
+
+def _newer_version(value: bytes) -> str | None:
+    try:
+        version = _ENVELOPE_DECODER.decode(value).schema_version
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        return f"$.schema_version: unsupported schema version (this worker reads version {SCHEMA_VERSION})"
+    return None
+
+
+def _require_finite_prices(event: Event) -> None:
+    if not isinstance(event, AppointmentUpserted):
+        return
+    for i, intervention in enumerate(event.appointment.interventions):
+        if intervention.price is not None and not intervention.price.is_finite():
+            raise ContractError(f"$.appointment.interventions[{i}].price: expected a finite decimal number")
+
+
+_JSON_TYPES: Final = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "decimal": "a decimal number",
+    "bool": "a boolean",
+    "null": "null",
+    "object": "an object",
+    "array": "an array",
+    "datetime": "a timestamp",
+    "date": "a date",
+}
+
+_FIELD_REASONS: Final = {
+    "$.event_id": "expected a UUID",
+    "$.event_type": "unknown event type (expected appointment.upserted or appointment.deleted)",
+    "$.schema_version": f"unsupported schema version (this worker reads version {SCHEMA_VERSION})",
+}
+
+
+def _type_names(spec: str) -> str:
+    names = [_JSON_TYPES.get(part.strip(), "a value") for part in spec.split("|")]
+    return " or ".join(dict.fromkeys(names))
+
+
+def _expected_type(m: re.Match[str]) -> str:
+    return f"expected {_type_names(m['want'])}, got {_type_names(m['got'])}"
+
+
+def _length(m: re.Match[str]) -> str:
+    if m["op"] == ">=":
+        return "must not be empty" if m["n"] == "1" else f"must be at least {m['n']} characters"
+    return f"must be at most {m['n']} characters"
+
+
+# (msgspec reason pattern, safe reason). Only type names and limits msgspec reports are reused, never values.
+_REASONS: Final[tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...]] = (
+    (re.compile(r"^Expected `(?P<want>[^`]+)`, got `(?P<got>[^`]+)`$"), _expected_type),
+    (re.compile(r"^Expected `str` of length (?P<op>[<>]=) (?P<n>\d+)$"), _length),
+    (re.compile(r"^Invalid RFC3339 encoded date$"), lambda _: "expected an ISO date (YYYY-MM-DD)"),
+    (re.compile(r"^Invalid RFC3339 encoded datetime$"), lambda _: "expected an RFC 3339 timestamp"),
+    (
+        re.compile(r"^Expected `datetime` with a timezone component$"),
+        lambda _: "expected an RFC 3339 timestamp with offset (e.g. +01:00 or Z)",
+    ),
+    (re.compile(r"^Invalid decimal string$"), lambda _: "expected a decimal number"),
+)
+
+_MESSAGE: Final = re.compile(r"^(?P<reason>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.DOTALL)
+_MISSING: Final = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
+
+
+def contract_reason(message: str) -> str:
+    """Translate a msgspec ValidationError message into ``"<json path>: <reason>"`` without any value."""
+    m = _MESSAGE.match(message)
+    reason, path = (m["reason"], m["path"] or "$") if m else (message, "$")
+    missing = _MISSING.match(reason)
+    if missing:
+        return f"{path}.{missing['field']}: required field is missing"
+    for pattern, safe in _REASONS:
+        found = pattern.match(reason)
+        if found:
+            return f"{path}: {safe(found)}"
+    # Whatever msgspec said is not known to be value-free: say only where.
+    return f"{path}: {_FIELD_REASONS.get(path, 'invalid value')}"
+
+
+def json_schema() -> dict[str, Any]:
+    """The v1 JSON Schema, generated from the contract Structs (what ``carsys-ingest schema`` prints)."""
+    schema = msgspec.json.schema(Event)
+    _widen_decimals(schema)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": "Carsys appointment event, v1",
+        "description": "One Kafka record value (key '{dealer_id}/{dms_number}'). Unknown fields are ignored.",
+        **schema,
+    }
+
+
+def _widen_decimals(node: Any) -> None:
+    # msgspec publishes Decimal as a string; the contract also takes a JSON number (read exactly, not float).
+    if isinstance(node, dict):
+        if node.get("format") == "decimal":
+            node["type"] = ["number", "string"]
+        for child in node.values():
+            _widen_decimals(child)
+    elif isinstance(node, list):
+        for child in node:
+            _widen_decimals(child)
+
+
+def schema_text() -> str:
+    """The schema exactly as checked in at ``schemas/carsys-event.v1.schema.json``."""
+    return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+def schema_command(args: argparse.Namespace) -> int:
+    """``carsys-ingest schema``: print the v1 JSON Schema."""
+    sys.stdout.write(schema_text())
+    return 0

@@ -21,7 +21,9 @@ def _handler(target: str) -> Handler:
     return cast(Handler, getattr(importlib.import_module(module), func))
 
 
-def _add(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, target: str, help_: str) -> argparse.ArgumentParser:
+def _add(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, target: str, help_: str
+) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help_, description=help_)
     parser.set_defaults(target=target)
     return parser
@@ -52,7 +54,12 @@ def _dlq_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.add_argument("--reveal", action="store_true", help="show payload values (personal data!)")
     _dlq_filters(show)
-    replay = _add(dsub, "replay", "worker.deadletters:replay_command", "republish matching letters to their source topic")
+    replay = _add(
+        dsub,
+        "replay",
+        "worker.deadletters:replay_command",
+        "republish matching letters to their source topic",
+    )
     _dlq_filters(replay)
     replay.add_argument("--dry-run", action="store_true", help="decode and normalise only; produce nothing")
     replay.add_argument("--rate", type=float, default=500.0, help="most letters per second (default 500)")
@@ -66,13 +73,30 @@ def build_parser() -> argparse.ArgumentParser:
         description="Receives the Carsys DMS push from Kafka and writes it idempotently to PostgreSQL for Claire.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    _add(sub, "run", "worker.app:run_command", "run the consumer (what the platform deploys, N replicas per group)")
-    _add(sub, "migrate", "worker.migrations:migrate_command", "apply pending SQL migrations (safe to run concurrently)")
+    _add(
+        sub,
+        "run",
+        "worker.app:run_command",
+        "run the consumer (what the platform deploys, N replicas per group)",
+    )
+    _add(
+        sub,
+        "migrate",
+        "worker.migrations:migrate_command",
+        "apply pending SQL migrations (safe to run concurrently)",
+    )
     init = _add(sub, "init", "worker.app:init_command", "create the topics (and the dead-letter topic) and migrate")
     init.add_argument("--partitions", type=int, default=6, help="partitions of the event topic (default 6)")
     init.add_argument("--dlq-retention-days", type=int, default=30, help="dead-letter retention (default 30 days)")
     init.add_argument("--replication-factor", type=int, default=1)
-    _input_arg(_add(sub, "normalize", "worker.normaliser:normalize_command", "print what Claire will store from events"))
+    _input_arg(
+        _add(
+            sub,
+            "normalize",
+            "worker.normaliser:normalize_command",
+            "print what Claire will store from events",
+        )
+    )
     _add(sub, "schema", "schemas.decoder:schema_command", "print the v1 JSON Schema")
     publish = _add(sub, "publish", "worker.publisher:publish_command", "validate events and publish them to the topic")
     _input_arg(publish)

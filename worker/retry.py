@@ -6,7 +6,6 @@ decides (the consumer pauses its partitions and tries the same batch again; it n
 
 from __future__ import annotations
 
-
 import structlog
 import tenacity
 

@@ -48,27 +48,57 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 # variable -> (field, meaning). The order is the README's.
 VARIABLES: Mapping[str, tuple[str, str]] = {
-    "KAFKA_BOOTSTRAP_SERVERS": ("kafka_bootstrap_servers", "Comma-separated `host:port` list of the Kafka brokers (required)."),
+    "KAFKA_BOOTSTRAP_SERVERS": (
+        "kafka_bootstrap_servers",
+        "Comma-separated `host:port` list of the Kafka brokers (required).",
+    ),
     "KAFKA_TOPIC": ("kafka_topic", "Topic Carsys publishes events to."),
     "KAFKA_DLQ_TOPIC": ("kafka_dlq_topic", "Dead-letter topic; empty means `<KAFKA_TOPIC>.dlq`."),
     "KAFKA_GROUP_ID": ("kafka_group_id", "Consumer group shared by all replicas."),
     "KAFKA_CLIENT_ID": ("kafka_client_id", "Client id prefix shown in broker logs and quotas."),
-    "KAFKA_SECURITY_PROTOCOL": ("kafka_security_protocol", "`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`."),
-    "KAFKA_SASL_MECHANISM": ("kafka_sasl_mechanism", "`PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (SASL_* protocols)."),
+    "KAFKA_SECURITY_PROTOCOL": (
+        "kafka_security_protocol",
+        "`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`.",
+    ),
+    "KAFKA_SASL_MECHANISM": (
+        "kafka_sasl_mechanism",
+        "`PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (SASL_* protocols).",
+    ),
     "KAFKA_SASL_USERNAME": ("kafka_sasl_username", "SASL user name."),
     "KAFKA_SASL_PASSWORD": ("kafka_sasl_password", "SASL password (never logged)."),
-    "KAFKA_SSL_CAFILE": ("kafka_ssl_cafile", "PEM file with the CA that signed the brokers' certificates (SSL, SASL_SSL)."),
+    "KAFKA_SSL_CAFILE": (
+        "kafka_ssl_cafile",
+        "PEM file with the CA that signed the brokers' certificates (SSL, SASL_SSL).",
+    ),
     "DATABASE_URL": ("database_url", "PostgreSQL DSN, `postgresql://user:pass@host:port/db` (required)."),
     "DB_POOL_MIN_SIZE": ("db_pool_min_size", "Connections the pool keeps open."),
     "DB_POOL_MAX_SIZE": ("db_pool_max_size", "Most connections the pool opens."),
-    "BATCH_MAX_RECORDS": ("batch_max_records", "Most records fetched and written in one batch (one transaction)."),
-    "BATCH_MAX_WAIT_MS": ("batch_max_wait_ms", "Longest wait for a batch to fill at low load (latency bound)."),
-    "APPLIED_EVENT_RETENTION_DAYS": ("applied_event_retention_days", "How long applied event ids are kept for de-duplication."),
-    "RETRY_INITIAL_BACKOFF_S": ("retry_initial_backoff_s", "First back-off after a transient failure (doubles, with jitter)."),
+    "BATCH_MAX_RECORDS": (
+        "batch_max_records",
+        "Most records fetched and written in one batch (one transaction).",
+    ),
+    "BATCH_MAX_WAIT_MS": (
+        "batch_max_wait_ms",
+        "Longest wait for a batch to fill at low load (latency bound).",
+    ),
+    "APPLIED_EVENT_RETENTION_DAYS": (
+        "applied_event_retention_days",
+        "How long applied event ids are kept for de-duplication.",
+    ),
+    "RETRY_INITIAL_BACKOFF_S": (
+        "retry_initial_backoff_s",
+        "First back-off after a transient failure (doubles, with jitter).",
+    ),
     "RETRY_MAX_BACKOFF_S": ("retry_max_backoff_s", "Longest back-off between two retries."),
-    "RETRY_ATTEMPT_TIMEOUT_S": ("retry_attempt_timeout_s", "Deadline of one retry cycle before the caller pauses and tries again."),
+    "RETRY_ATTEMPT_TIMEOUT_S": (
+        "retry_attempt_timeout_s",
+        "Deadline of one retry cycle before the caller pauses and tries again.",
+    ),
     "SHUTDOWN_TIMEOUT_S": ("shutdown_timeout_s", "Bound on a graceful shutdown after SIGTERM/SIGINT."),
-    "HEALTH_STALL_TIMEOUT_S": ("health_stall_timeout_s", "`/healthz` fails when the loop made no progress for this long."),
+    "HEALTH_STALL_TIMEOUT_S": (
+        "health_stall_timeout_s",
+        "`/healthz` fails when the loop made no progress for this long.",
+    ),
     "METRICS_PORT": ("metrics_port", "Port of `/metrics`, `/healthz` and `/readyz`; 0 disables the server."),
     "LOG_LEVEL": ("log_level", "`DEBUG`, `INFO`, `WARNING` or `ERROR`."),
     "LOG_FORMAT": ("log_format", "`json`, `console`, or `auto` (JSON lines unless stderr is a terminal)."),
@@ -82,24 +112,35 @@ def _positive(name: str, value: T) -> None:
         raise ConfigError(f"{name} must not be negative")
 
 
-def _checks(s: Settings) -> list[tuple[str, Callable[[Settings], bool], str]]:
-    return [
-        ("BATCH_MAX_RECORDS", lambda s: s.batch_max_records >= 1, "must be at least 1"),
-        ("DB_POOL_MAX_SIZE", lambda s: s.db_pool_max_size >= max(1, s.db_pool_min_size), "must be >= DB_POOL_MIN_SIZE and >= 1"),
-        ("METRICS_PORT", lambda s: 0 <= s.metrics_port <= 65535, "must be a port number (0-65535)"),
-        ("LOG_LEVEL", lambda s: s.log_level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"}, "must be DEBUG, INFO, WARNING or ERROR"),
-        ("DATABASE_URL", lambda s: s.database_url.startswith(("postgresql://", "postgres://")), "must start with postgresql://"),
-        (
-            "KAFKA_SASL_MECHANISM",
-            lambda s: s.kafka_sasl_mechanism is not None or not s.kafka_security_protocol.startswith("SASL"),
-            "is required when KAFKA_SECURITY_PROTOCOL is SASL_PLAINTEXT or SASL_SSL",
-        ),
-        (
-            "KAFKA_SASL_USERNAME",
-            lambda s: s.kafka_sasl_mechanism is None or bool(s.kafka_sasl_username and s.kafka_sasl_password),
-            "and KAFKA_SASL_PASSWORD are required with KAFKA_SASL_MECHANISM",
-        ),
-    ]
+_CHECKS: list[tuple[str, Callable[[Settings], bool], str]] = [
+    ("BATCH_MAX_RECORDS", lambda s: s.batch_max_records >= 1, "must be at least 1"),
+    (
+        "DB_POOL_MAX_SIZE",
+        lambda s: s.db_pool_max_size >= max(1, s.db_pool_min_size),
+        "must be >= DB_POOL_MIN_SIZE and >= 1",
+    ),
+    ("METRICS_PORT", lambda s: 0 <= s.metrics_port <= 65535, "must be a port number (0-65535)"),
+    (
+        "LOG_LEVEL",
+        lambda s: s.log_level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"},
+        "must be DEBUG, INFO, WARNING or ERROR",
+    ),
+    (
+        "DATABASE_URL",
+        lambda s: s.database_url.startswith(("postgresql://", "postgres://")),
+        "must start with postgresql://",
+    ),
+    (
+        "KAFKA_SASL_MECHANISM",
+        lambda s: s.kafka_sasl_mechanism is not None or not s.kafka_security_protocol.startswith("SASL"),
+        "is required when KAFKA_SECURITY_PROTOCOL is SASL_PLAINTEXT or SASL_SSL",
+    ),
+    (
+        "KAFKA_SASL_USERNAME",
+        lambda s: s.kafka_sasl_mechanism is None or bool(s.kafka_sasl_username and s.kafka_sasl_password),
+        "and KAFKA_SASL_PASSWORD are required with KAFKA_SASL_MECHANISM",
+    ),
+]
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> Settings:
@@ -117,9 +158,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(_name_variable(str(exc))) from None
-    for field in msgspec.structs.fields(Settings):
-        _positive(_variable_of(field.name), getattr(settings, field.name))
-    for var, ok, message in _checks(settings):
+    for info in msgspec.structs.fields(Settings):
+        _positive(_variable_of(info.name), getattr(settings, info.name))
+    for var, ok, message in _CHECKS:
         if not ok(settings):
             raise ConfigError(f"{var} {message}")
     if not settings.kafka_dlq_topic:
@@ -137,6 +178,17 @@ def _name_variable(message: str) -> str:
         if f"`$.{field}`" in message:
             return f"{var}: {message.split(' - at ')[0]}"
     return message
+
+
+def database_url_from_env(environ: Mapping[str, str] | None = None) -> str:
+    """DATABASE_URL alone, validated as in ``from_env``: for commands that need only the database (``migrate``)."""
+    env = os.environ if environ is None else environ
+    url = env.get("DATABASE_URL", "").strip()
+    if not url:
+        raise ConfigError("DATABASE_URL is required but not set")
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("DATABASE_URL must start with postgresql://")
+    return url
 
 
 def database_url_from_env(environ: Mapping[str, str] | None = None) -> str:

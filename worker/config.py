@@ -189,14 +189,3 @@ def database_url_from_env(environ: Mapping[str, str] | None = None) -> str:
     if not url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("DATABASE_URL must start with postgresql://")
     return url
-
-
-def database_url_from_env(environ: Mapping[str, str] | None = None) -> str:
-    """DATABASE_URL alone, validated as in ``from_env``: for commands that need only the database (``migrate``)."""
-    env = os.environ if environ is None else environ
-    url = env.get("DATABASE_URL", "").strip()
-    if not url:
-        raise ConfigError("DATABASE_URL is required but not set")
-    if not url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError("DATABASE_URL must start with postgresql://")
-    return url

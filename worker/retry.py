@@ -6,6 +6,9 @@ decides (the consumer pauses its partitions and tries the same batch again; it n
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+
 import structlog
 import tenacity
 
@@ -31,13 +34,18 @@ def policy(
     deadline_s: float = 60.0,
     initial_backoff_s: float = 0.5,
     max_backoff_s: float = 30.0,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> tenacity.AsyncRetrying:
-    """A fresh AsyncRetrying: ``async for attempt in policy(): with attempt: ...``."""
+    """A fresh AsyncRetrying: ``async for attempt in policy(): with attempt: ...``.
+
+    ``sleep`` lets the consumer keep polling Kafka (partitions paused) while it waits, so it stays in its group.
+    """
     return tenacity.AsyncRetrying(
         retry=tenacity.retry_if_exception_type(TransientError),
         wait=tenacity.wait_random_exponential(multiplier=initial_backoff_s, max=max_backoff_s),
         stop=tenacity.stop_after_attempt(attempts) | tenacity.stop_after_delay(deadline_s),
         before_sleep=_log_retry,
+        sleep=sleep,
         reraise=True,
     )
 

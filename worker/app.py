@@ -1,0 +1,217 @@
+"""The composition root: the one place that reads the settings, builds the clients and wires them together.
+
+``carsys-ingest run`` -> ``run_command``; ``carsys-ingest init`` -> ``init_command``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from worker import config, logs, migrations, retry
+from worker.consumer import Consumer
+from worker.deadletters import DeadLetterProducer, producer_options
+from worker.errors import TransientError
+from worker.health import Health, HealthServer
+from worker.metrics import Metrics
+from worker.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+def kafka_options(settings: config.Settings) -> dict[str, Any]:
+    """Connection options shared by every Kafka client (consumer, producers, admin, tools)."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+    if settings.kafka_sasl_mechanism:
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = settings.kafka_sasl_password
+    return options
+
+
+def consumer_options(settings: config.Settings) -> dict[str, Any]:
+    return {
+        **kafka_options(settings),
+        "group_id": settings.kafka_group_id,
+        "client_id": settings.kafka_client_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        # A retry cycle happens between two polls; the group must not evict us during it.
+        "max_poll_interval_ms": int(max(300.0, settings.retry_attempt_timeout_s * 3) * 1000),
+        "max_partition_fetch_bytes": 8 * 1024 * 1024,
+        "fetch_max_bytes": 64 * 1024 * 1024,
+    }
+
+
+async def open_pool(settings: config.Settings) -> asyncpg.Pool:
+    """The pool, waiting (with the retry policy) for a database that is still starting."""
+    async for attempt in retry.policy(attempts=30, deadline_s=120, max_backoff_s=5):
+        with attempt:
+            try:
+                pool: asyncpg.Pool = await asyncpg.create_pool(
+                    settings.database_url,
+                    min_size=settings.db_pool_min_size,
+                    max_size=settings.db_pool_max_size,
+                    command_timeout=settings.retry_attempt_timeout_s,
+                )
+            except (OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError) as exc:
+                raise TransientError(f"database unreachable: {type(exc).__name__}") from None
+            return pool
+    raise AssertionError("unreachable: the retry policy re-raises")
+
+
+@contextlib.asynccontextmanager
+async def _started(*clients: Any) -> AsyncIterator[None]:
+    started: list[Any] = []
+    try:
+        for client in clients:
+            await client.start()
+            started.append(client)
+        yield
+    finally:
+        for client in reversed(started):
+            with contextlib.suppress(Exception):
+                await client.stop()
+
+
+async def run(settings: config.Settings) -> None:
+    await _migrate_with_retry(settings.database_url)
+    pool = await open_pool(settings)
+    metrics, health = Metrics(), Health(stall_timeout_s=settings.health_stall_timeout_s)
+    store = Store(
+        pool,
+        group_id=settings.kafka_group_id,
+        retention_days=settings.applied_event_retention_days,
+        # One attempt per call: the consumer's own retry loop waits with its partitions paused and still polling.
+        retrying=lambda: retry.policy(attempts=1),
+    )
+    kafka = AIOKafkaConsumer(**consumer_options(settings))
+    producer = AIOKafkaProducer(
+        **kafka_options(settings), client_id=f"{settings.kafka_client_id}-dlq", **producer_options()
+    )
+    consumer = Consumer(
+        kafka=kafka,
+        store=store,
+        dead_letters=DeadLetterProducer(producer, settings.kafka_dlq_topic),
+        settings=settings,
+        metrics=metrics,
+        health=health,
+    )
+
+    async def refresh() -> None:
+        metrics.pool_size.set(pool.get_size())
+        metrics.pool_in_use.set(pool.get_size() - pool.get_idle_size())
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(store.ping(), timeout=2)
+            health.db_ok()
+
+    server = HealthServer(health, metrics, refresh=refresh)
+    try:
+        if settings.metrics_port:
+            await server.start(settings.metrics_port)
+        async with _started(producer, kafka):
+            consumer.subscribe()
+            log.info("consuming", topic=settings.kafka_topic, group=settings.kafka_group_id)
+            await _run_until_signal(consumer, settings.shutdown_timeout_s)
+    finally:
+        await server.stop()
+        await pool.close()
+    log.info("stopped")
+
+
+async def _run_until_signal(consumer: Consumer, shutdown_timeout_s: float) -> None:
+    loop = asyncio.get_running_loop()
+    signalled = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, signalled.set)
+    task = asyncio.create_task(consumer.run())
+    waiter = asyncio.create_task(signalled.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        waiter.cancel()
+        task.result()  # the loop only ends on its own by raising
+        return
+    log.info("shutting down", timeout_s=shutdown_timeout_s)
+    consumer.stop()
+    try:
+        # The in-flight batch finishes (or is abandoned: an open transaction rolls back), then we leave the group.
+        await asyncio.wait_for(task, timeout=shutdown_timeout_s)
+    except TimeoutError:
+        log.warning("shutdown timeout: in-flight batch cancelled, nothing of it committed")
+
+
+async def _migrate_with_retry(dsn: str) -> None:
+    async for attempt in retry.policy(attempts=30, deadline_s=120, max_backoff_s=5):
+        with attempt:
+            try:
+                applied = await migrations.migrate(dsn)
+            except (OSError, asyncpg.CannotConnectNowError) as exc:
+                raise TransientError(f"database unreachable: {type(exc).__name__}") from None
+    log.info("migrations", applied=applied)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    settings = config.from_env()
+    logs.configure(settings.log_level, settings.log_format)
+    asyncio.run(run(settings))
+    return 0
+
+
+async def create_topics(
+    settings: config.Settings, *, partitions: int, dlq_retention_days: int, replication: int
+) -> None:
+    """Create the event topic and its dead-letter topic; existing topics are left as they are."""
+    retention_ms = str(dlq_retention_days * 24 * 3600 * 1000)
+    topics = [
+        NewTopic(settings.kafka_topic, num_partitions=partitions, replication_factor=replication),
+        NewTopic(
+            settings.kafka_dlq_topic,
+            num_partitions=1,
+            replication_factor=replication,
+            topic_configs={"retention.ms": retention_ms, "cleanup.policy": "delete"},
+        ),
+    ]
+    admin = AIOKafkaAdminClient(**kafka_options(settings), client_id=f"{settings.kafka_client_id}-init")
+    await admin.start()
+    try:
+        for topic in topics:
+            try:
+                await admin.create_topics([topic])
+                log.info("topic created", topic=topic.name, partitions=topic.num_partitions)
+            except TopicAlreadyExistsError:
+                log.info("topic exists", topic=topic.name)
+    finally:
+        await admin.close()
+
+
+def init_command(args: argparse.Namespace) -> int:
+    settings = config.from_env()
+    logs.configure(settings.log_level, settings.log_format)
+
+    async def init() -> None:
+        await create_topics(
+            settings,
+            partitions=args.partitions,
+            dlq_retention_days=args.dlq_retention_days,
+            replication=args.replication_factor,
+        )
+        await _migrate_with_retry(settings.database_url)
+
+    asyncio.run(init())
+    return 0

@@ -1,0 +1,262 @@
+"""The consumer runtime: fetch a batch, decode and normalise it, dead-letter what can never apply, write the rest in
+one transaction (offsets included), then commit to Kafka.
+
+Guarantees, and where they come from:
+- *No loss*: the Kafka offset of a record is committed only after it is in PostgreSQL or acknowledged by the
+  dead-letter topic. PostgreSQL also stores the next offset per partition in the batch's own transaction; on
+  assignment the consumer resumes from it when it is ahead of Kafka's (a crash between the two commits).
+- *No duplicates*: applying is idempotent (event ids, stale-write guard), so a redelivered batch changes nothing.
+- *Outages*: a TransientError pauses the assigned partitions and retries with the one retry policy while still
+  polling (the group keeps us; no max_poll_interval violation). It never dead-letters and never commits.
+- *Rebalances*: a batch holds ``_lock`` from write to commit, and ``on_partitions_revoked`` takes it, so a revoked
+  partition's in-flight batch is finished and committed first. A batch still waiting out an outage when a rebalance
+  starts is abandoned (nothing of it was committed; the new owner reads it again). `getmany` never runs under the lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from worker import retry
+from worker.config import Settings
+from worker.deadletters import DeadLetterProducer
+from worker.errors import PermanentError, TransientError, WriteRejected
+from worker.health import Health
+from worker.metrics import Metrics
+from worker.records import SourceRecord, offset_of, split
+from worker.store import BatchResult, Item, Offset, Store
+
+log = structlog.get_logger(__name__)
+
+
+class _Stopping(Exception):
+    """Raised out of a retry wait when shutdown begins: the waiting batch is abandoned, uncommitted."""
+
+
+class _Superseded(Exception):
+    """Raised out of a retry wait when a rebalance began: the waiting batch is abandoned, uncommitted."""
+
+
+class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(
+        self,
+        *,
+        kafka: AIOKafkaConsumer,
+        store: Store,
+        dead_letters: DeadLetterProducer,
+        settings: Settings,
+        metrics: Metrics,
+        health: Health,
+    ) -> None:
+        self._kafka = kafka
+        self._store = store
+        self._dead_letters = dead_letters
+        self._settings = settings
+        self._metrics = metrics
+        self._health = health
+        self._lock = asyncio.Lock()
+        self._generation = 0
+        self._stopping = asyncio.Event()
+        # Letters already acknowledged for the batch in hand: a retry after a database failure must not send
+        # them again (a crash can still duplicate one; letters carry their origin, so tools de-duplicate).
+        self._sent: set[Offset] = set()
+
+    # ------------------------------------------------------------------------------------------ the loop
+
+    def subscribe(self) -> None:
+        self._kafka.subscribe([self._settings.kafka_topic], listener=self)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Consume until ``stop()``; returns after the in-flight batch is committed or abandoned."""
+        while not self._stopping.is_set():
+            batch = await self._kafka.getmany(
+                timeout_ms=self._settings.batch_max_wait_ms, max_records=self._settings.batch_max_records
+            )
+            self._health.beat()
+            records = [r for tp in sorted(batch) for r in batch[tp]]
+            if records:
+                await self._handle(records)
+
+    async def _handle(self, records: Sequence[SourceRecord]) -> None:
+        generation = self._generation
+        started = time.monotonic()
+        self._sent.clear()
+        self._metrics.consumed.inc(len(records))
+        self._metrics.batch_size.observe(len(records))
+        try:
+            await self._process_until_done(records, generation)
+        except (_Stopping, _Superseded) as why:
+            log.info("in-flight batch abandoned, nothing of it committed", reason=type(why).__name__.strip("_"))
+        finally:
+            self._resume_all()
+        self._metrics.batch_duration.observe(time.monotonic() - started)
+
+    async def _process_until_done(self, records: Sequence[SourceRecord], generation: int) -> None:
+        # Each policy cycle is bounded (attempts and deadline); after one gives up we start another: an outage is
+        # waited out for as long as it lasts, paused, never dead-lettered.
+        while True:
+            try:
+                async for attempt in self._policy():
+                    with attempt:
+                        async with self._lock:
+                            if generation != self._generation:
+                                raise _Superseded
+                            await self._process(records)
+                return
+            except TransientError as exc:
+                log.error("transient failure outlasted a retry cycle; still paused", error_class=type(exc).__name__)
+
+    def _policy(self) -> Any:
+        s = self._settings
+        return retry.policy(
+            attempts=1_000_000,
+            deadline_s=s.retry_attempt_timeout_s,
+            initial_backoff_s=s.retry_initial_backoff_s,
+            max_backoff_s=s.retry_max_backoff_s,
+            sleep=self._paused_sleep,
+        )
+
+    # ------------------------------------------------------------------------------------------ one batch
+
+    async def _process(self, records: Sequence[SourceRecord]) -> None:
+        items, failures = split(records)
+        await self._send_letters([(f.record, f.error) for f in failures])
+        by_offset = {offset_of(r): r for r in records}
+
+        async def dead_letter_rejects(rejected: Sequence[tuple[Item, WriteRejected]]) -> None:
+            await self._send_letters([(by_offset[item.offset], error) for item, error in rejected])
+
+        result = await self._store.apply(
+            items, extra_offsets=[offset_of(f.record) for f in failures], on_rejected=dead_letter_rejects
+        )
+        self._health.db_ok()
+        self._count(result)
+        self._log_batch(items, result)
+        await self._commit(records)
+
+    async def _send_letters(self, letters: Sequence[tuple[SourceRecord, PermanentError]]) -> None:
+        new = [(record, error) for record, error in letters if offset_of(record) not in self._sent]
+        await self._dead_letters.send(new)
+        for record, error in new:
+            self._sent.add(offset_of(record))
+            self._metrics.dead_lettered.labels(error.stage).inc()
+
+    def _count(self, result: BatchResult) -> None:
+        m = self._metrics
+        m.applied.inc(result.applied)
+        m.duplicates.inc(result.duplicates)
+        m.stale.inc(result.stale)
+
+    def _log_batch(self, items: Sequence[Item], result: BatchResult) -> None:
+        rejected = {item.offset for item, _ in result.rejected}
+        for item in items:
+            if item.offset in rejected:
+                continue
+            log.debug(
+                "applied",
+                topic=item.offset.topic,
+                partition=item.offset.partition,
+                offset=item.offset.offset,
+                event_id=item.event.event_id,
+                dealer_id=item.event.dealer_id,
+            )
+        for item, error in result.rejected:
+            log.warning(
+                "rejected by the database",
+                topic=item.offset.topic,
+                partition=item.offset.partition,
+                offset=item.offset.offset,
+                event_id=item.event.event_id,
+                dealer_id=item.event.dealer_id,
+                error_class=type(error).__name__,
+                sqlstate=error.sqlstate,
+            )
+
+    async def _commit(self, records: Sequence[SourceRecord]) -> None:
+        next_offsets: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            next_offsets[tp] = max(next_offsets.get(tp, 0), r.offset + 1)
+        try:
+            await self._kafka.commit(next_offsets)
+        except KafkaError as exc:
+            # PostgreSQL already holds these offsets (same transaction as the data): resuming stays exact.
+            log.warning("kafka commit failed; PostgreSQL has the offsets", error_class=type(exc).__name__)
+        now_ms = time.time() * 1000
+        for r in records:
+            self._metrics.latency.observe(max(0.0, (now_ms - r.timestamp) / 1000))
+        for tp, position in next_offsets.items():
+            highwater = self._kafka.highwater(tp)
+            if highwater is not None:
+                self._metrics.lag.labels(str(tp.partition)).set(max(0, highwater - position))
+
+    # ------------------------------------------------------------------------------------------ waiting
+
+    async def _paused_sleep(self, seconds: float) -> None:
+        """Wait out a back-off with the partitions paused, still polling so that the group keeps us."""
+        self._metrics.retries.inc()
+        generation = self._generation
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            if self._stopping.is_set():
+                raise _Stopping
+            if generation != self._generation:
+                raise _Superseded
+            self._pause_all()
+            stray = await self._kafka.getmany(timeout_ms=int(min(remaining, 1.0) * 1000) + 1)
+            self._health.beat()
+            for tp, got in stray.items():
+                # A partition assigned since we paused can still deliver: rewind so it is read again later.
+                self._kafka.seek(tp, got[0].offset)
+
+    def _pause_all(self) -> None:
+        assigned = self._kafka.assignment()
+        self._kafka.pause(*assigned)
+        self._metrics.paused.set(len(assigned))
+
+    def _resume_all(self) -> None:
+        paused = self._kafka.paused()
+        if paused:
+            self._kafka.resume(*paused)
+            log.info("partitions resumed", partitions=len(paused))
+        self._metrics.paused.set(0)
+
+    # ------------------------------------------------------------------------------------------ rebalances
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self._generation += 1
+        async with self._lock:
+            # Taking the lock waits for an in-flight batch to commit; nothing else is uncommitted here.
+            log.info("partitions revoked", partitions=sorted(tp.partition for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self._health.joined = True
+        if not assigned:
+            return
+        try:
+            stored = await self._store.stored_offsets(self._settings.kafka_topic)
+        except (TransientError, PermanentError, OSError) as exc:
+            # Kafka's committed offset is never ahead of PostgreSQL's, so falling back to it only replays.
+            log.warning("stored offsets unavailable; resuming from Kafka's", error_class=type(exc).__name__)
+            return
+        for tp in assigned:
+            await self._resume_from_database(tp, stored.get(tp.partition))
+        log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
+
+    async def _resume_from_database(self, tp: TopicPartition, stored: int | None) -> None:
+        if stored is None:
+            return
+        committed = await self._kafka.committed(tp)
+        if committed is None or stored > committed:
+            self._kafka.seek(tp, stored)
+            log.info("resuming from PostgreSQL's offset", partition=tp.partition, offset=stored, kafka=committed)

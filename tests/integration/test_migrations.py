@@ -42,7 +42,8 @@ def _write(directory: Path, name: str, sql: str) -> None:
 
 async def test_applies_the_repository_migrations_then_is_a_no_op(database_url: str) -> None:
     expected = [m.version for m in load()]
-    assert expected and expected[0].startswith("001_")
+    assert expected
+    assert expected[0].startswith("001_")
 
     assert await migrate(database_url) == expected
     assert await migrate(database_url) == []
@@ -108,7 +109,7 @@ def test_bad_file_names_and_duplicate_numbers_are_refused(tmp_path: Path) -> Non
         load(tmp_path)
     (tmp_path / "1_b.sql").unlink()
     _write(tmp_path, "create-things.sql", "SELECT 1;")
-    with pytest.raises(MigrationError, match="NNN_name.sql"):
+    with pytest.raises(MigrationError, match=r"NNN_name\.sql"):
         load(tmp_path)
 
 
@@ -167,7 +168,7 @@ async def test_cli_reports_a_changed_file_and_exits_non_zero(pg_admin_dsn: str, 
         await conn.execute("INSERT INTO schema_migrations VALUES ($1, 'not-the-checksum')", load()[0].version)
     finally:
         await conn.close()
-    rc, out, err = await _run(sys.executable, "-m", "worker.cli", "migrate", env=_env(dsn))
+    rc, _out, err = await _run(sys.executable, "-m", "worker.cli", "migrate", env=_env(dsn))
     assert rc == 1
     assert "changed since they were applied" in err
     assert load()[0].version in err

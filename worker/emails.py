@@ -1,0 +1,79 @@
+"""E-mail addresses: lowercased and syntax-checked with email-validator (no DNS), IDN domains in Unicode form.
+
+``normalise_email_reference`` is the definition (email-validator on every value). ``normalise_email`` answers
+plain ASCII addresses - nearly all of them - with one regex that accepts a strict subset of what
+email-validator accepts and produces the same normalised form (a differential test checks it); everything
+else goes to email-validator.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Final
+
+import email_validator
+
+from worker.text import Fixes, Result, clean
+
+LOWERCASED: Final = ("email", "lowercased")
+REJECTED: Final = ("email", "rejected")
+IDN: Final = ("email", "idn_normalised")
+
+_LABEL: Final = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+# Local part: dot-atom of the common atext characters. Domain: at least two LDH labels, a TLD ending in a letter,
+# no "--" anywhere (IDNA's reserved-label rules) - those, and non-ASCII, are left to email-validator.
+_PLAIN: Final = re.compile(
+    rf"(?P<local>[a-z0-9_%+\-]+(?:\.[a-z0-9_%+\-]+)*)@(?P<domain>(?:{_LABEL}\.)+[a-z0-9-]*[a-z])",
+)
+_SPECIAL_USE: Final = tuple(email_validator.SPECIAL_USE_DOMAIN_NAMES)
+
+
+def _plain(address: str) -> bool:
+    m = _PLAIN.fullmatch(address)
+    if m is None or len(address) > 254 or len(m["local"]) > 64 or "--" in m["domain"]:
+        return False
+    domain = m["domain"]
+    tld = domain.rsplit(".", 1)[1]
+    return len(tld) <= 63 and not tld.startswith("-") and not domain.endswith(_SPECIAL_USE)
+
+
+def reference_address(address: str) -> str | None:
+    """email-validator's normalised form of an already lowercased address, or None when it is invalid."""
+    try:
+        info = email_validator.validate_email(address, check_deliverability=False)
+    except email_validator.EmailNotValidError:
+        return None
+    # email-validator keeps the local part's case; the contract wants the whole address lowercase.
+    return info.normalized.lower()
+
+
+def fast_address(address: str) -> str | None:
+    return address if _plain(address) else reference_address(address)
+
+
+AddressRule = Callable[[str], "str | None"]
+
+
+def normalise_email_with(value: str | None, address_rule: AddressRule) -> Result:
+    text, fixes = clean(value)
+    if text is None:
+        return None, fixes
+    lowered = text.lower()
+    found = address_rule(lowered)
+    if found is None:
+        return None, (*fixes, REJECTED)
+    extra: Fixes = (LOWERCASED,) if lowered != text else ()
+    if found != lowered:
+        extra += (IDN,)
+    return found, fixes + extra
+
+
+def normalise_email(value: str | None) -> Result:
+    """Lowercased, syntax-checked address; None with a note when it is not an address."""
+    return normalise_email_with(value, fast_address)
+
+
+def normalise_email_reference(value: str | None) -> Result:
+    """The straightforward version: email-validator on every value."""
+    return normalise_email_with(value, reference_address)

@@ -1,0 +1,280 @@
+"""The normaliser: a contract event in, the canonical event Claire relies on out. Pure: no I/O, no clock.
+
+Every person, the vehicle and the appointment carry notes ``{field, rule, action}`` saying what was changed or
+rejected; a note never holds a value (AVG/GDPR). ``normalize_command`` is the thin shell around it that lets a
+producer see what Claire will store from its events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, Final, NamedTuple
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+from schemas import contract
+from schemas.decoder import decode
+from worker import model
+from worker.addresses import normalise_city, normalise_house_number, normalise_postcode
+from worker.emails import normalise_email, normalise_email_reference
+from worker.errors import ContractError, DecodeError, NormaliseError
+from worker.phones import Phone, normalise_phone, normalise_phone_reference
+from worker.plates import normalise_plate
+from worker.text import Fixes, Result, clean, clean_id, collapse
+from worker.titles import normalise_title
+from worker.vehicles import normalise_fuel, normalise_vin
+
+# Loaded once at import: a missing time zone database must stop the worker at start-up, not per event.
+AMSTERDAM: Final = ZoneInfo("Europe/Amsterdam")
+
+
+class Rules(NamedTuple):
+    """The two expensive field rules, swappable so that the benchmark and the differential tests can run the
+    straightforward library-everywhere version through the very same normaliser."""
+
+    phone: Callable[[str | None], Phone]
+    email: Callable[[str | None], Result]
+
+
+FAST: Final = Rules(normalise_phone, normalise_email)
+REFERENCE: Final = Rules(normalise_phone_reference, normalise_email_reference)
+
+
+class _Notes:
+    """Collects the notes of one person, vehicle or appointment while its fields are normalised."""
+
+    def __init__(self) -> None:
+        self.notes: list[model.Note] = []
+
+    def sorted(self, struct: type[msgspec.Struct]) -> tuple[model.Note, ...]:
+        """In the struct's field order (then in the order they were made), whatever order the rules ran in."""
+        order = {name: i for i, name in enumerate(struct.__struct_fields__)}
+        return tuple(sorted(self.notes, key=lambda note: order.get(note.field, len(order))))
+
+    def add(self, field: str, fixes: Fixes) -> None:
+        self.notes.extend(model.Note(field, rule, action) for rule, action in fixes)
+
+    def take(self, field: str, result: Result) -> str | None:
+        self.add(field, result[1])
+        return result[0]
+
+
+def normalise(event: contract.Event, rules: Rules = FAST) -> model.NormalisedEvent:
+    """The canonical form of one contract event. Raises NormaliseError when it holds nothing storable."""
+    event_id = str(uuid.UUID(event.event_id))
+    if isinstance(event, contract.AppointmentDeleted):
+        dms_number = _required_id(event.appointment.dms_number, "$.appointment.dms_number")
+        return model.Delete(event_id, event.occurred_at, event.dealer_id, dms_number)
+    return model.Upsert(event_id, event.occurred_at, event.dealer_id, _appointment(event.appointment, rules))
+
+
+def _required_id(value: str, path: str) -> str:
+    text = value.strip()
+    if not text:
+        raise NormaliseError(f"{path}: only whitespace")
+    return text
+
+
+def _aware(value: dt.datetime, field: str, notes: _Notes) -> dt.datetime:
+    if value.tzinfo is not None:
+        return value
+    notes.add(field, (("timezone", "assumed_europe_amsterdam"),))
+    return value.replace(tzinfo=AMSTERDAM)
+
+
+def _appointment(a: contract.Appointment, rules: Rules) -> model.Appointment:
+    notes = _Notes()
+    _unique_person_ids(a.persons)
+    return model.Appointment(
+        dms_number=_required_id(a.dms_number, "$.appointment.dms_number"),
+        created_at=_aware(a.created_at, "created_at", notes),
+        wo_number=notes.take("wo_number", clean(a.wo_number)),
+        appointment_at=None if a.appointment_at is None else _aware(a.appointment_at, "appointment_at", notes),
+        waiting_customer=a.waiting_customer,
+        interventions=tuple(_intervention(i, n, notes) for n, i in enumerate(a.interventions)),
+        vehicle=None if a.vehicle is None else _vehicle(a.vehicle),
+        persons=tuple(_person(p, n, rules) for n, p in enumerate(a.persons)),
+        notes=notes.sorted(model.Appointment),
+    )
+
+
+def _unique_person_ids(persons: tuple[contract.Person, ...]) -> None:
+    # Two different records under one id cannot both be stored, and merging them would be a guess.
+    seen: dict[str, int] = {}
+    for n, person in enumerate(persons):
+        key = person.id.strip()
+        if key in seen:
+            raise NormaliseError(f"$.appointment.persons[{n}].id: same person id as persons[{seen[key]}]")
+        seen[key] = n
+
+
+def _intervention(i: contract.Intervention, n: int, notes: _Notes) -> model.Intervention:
+    # A title is free text and required: whitespace only, never nulled as a placeholder.
+    title = collapse(i.title)
+    if title != i.title:
+        notes.add(f"interventions[{n}].title", (("whitespace", "collapsed"),))
+    description = notes.take(f"interventions[{n}].description", clean(i.description))
+    return model.Intervention(title, description, i.price)
+
+
+def _vehicle(v: contract.Vehicle) -> model.Vehicle:
+    notes = _Notes()
+    plate = normalise_plate(v.license_plate)
+    notes.add("license_plate", plate.fixes)
+    vin, vin_valid, vin_fixes = normalise_vin(v.vin)
+    notes.add("vin", vin_fixes)
+    return model.Vehicle(
+        vehicle_key=f"vin:{vin}" if vin_valid else (f"plate:{plate.key}" if plate.key else None),
+        make=notes.take("make", clean(v.make)),
+        model=notes.take("model", clean(v.model)),
+        license_plate=plate.plate,
+        license_plate_key=plate.key,
+        vin=vin,
+        fuel=notes.take("fuel", normalise_fuel(v.fuel)),
+        first_registration_date=v.first_registration_date,
+        apk_due_date=v.apk_due_date,
+        driver_id=notes.take("driver_id", clean_id(v.driver_id)),
+        owner_id=notes.take("owner_id", clean_id(v.owner_id)),
+        contractor_id=notes.take("contractor_id", clean_id(v.contractor_id)),
+        notes=notes.sorted(model.Vehicle),
+    )
+
+
+class _Scope(NamedTuple):
+    """One scope's (private or business) phone and mobile after the moves between them."""
+
+    phone: str | None
+    mobile: str | None
+    mobile_is_mobile: bool
+
+
+def _move(p: Phone, m: Phone, scope: str, notes: _Notes) -> _Scope:
+    """A mobile number in phone_* moves to an empty mobile_*, a landline in mobile_* to an empty phone_*."""
+    phone_field, mobile_field = f"phone_{scope}", f"mobile_{scope}"
+    if p.kind == "mobile" and m.kind == "landline":
+        # Both are in each other's place: each target is freed by the other move.
+        notes.add(phone_field, (("phone_type", f"swapped_with_{mobile_field}"),))
+        notes.add(mobile_field, (("phone_type", f"swapped_with_{phone_field}"),))
+        return _Scope(m.e164, p.e164, True)
+    if p.kind == "mobile":
+        if m.e164 is None:
+            notes.add(phone_field, (("phone_type", f"moved_to_{mobile_field}"),))
+            return _Scope(None, p.e164, True)
+        notes.add(phone_field, (("phone_type", f"mobile_kept_{mobile_field}_taken"),))
+    elif m.kind == "landline":
+        if p.e164 is None:
+            notes.add(mobile_field, (("phone_type", f"moved_to_{phone_field}"),))
+            return _Scope(m.e164, None, False)
+        notes.add(mobile_field, (("phone_type", f"landline_kept_{phone_field}_taken"),))
+    return _Scope(p.e164, m.e164, m.kind == "mobile")
+
+
+def _phones(p: contract.Person, rules: Rules, notes: _Notes) -> tuple[_Scope, _Scope]:
+    fields = ("phone_private", "mobile_private", "phone_business", "mobile_business")
+    phones = [rules.phone(getattr(p, field)) for field in fields]
+    for field, phone in zip(fields, phones, strict=True):
+        notes.add(field, phone.fixes)
+    return _move(phones[0], phones[1], "private", notes), _move(phones[2], phones[3], "business", notes)
+
+
+def _first(*values: str | None) -> str | None:
+    return next((v for v in values if v is not None), None)
+
+
+def _person(p: contract.Person, n: int, rules: Rules) -> model.Person:
+    notes = _Notes()
+    company_name = notes.take("company_name", clean(p.company_name))
+    house_number, addition, house_fixes = normalise_house_number(p.house_number)
+    notes.add("house_number", house_fixes)
+    email_private = notes.take("email_private", rules.email(p.email_private))
+    email_business = notes.take("email_business", rules.email(p.email_business))
+    private, business = _phones(p, rules, notes)
+    mobiles = (
+        private.mobile if private.mobile_is_mobile else None,
+        business.mobile if business.mobile_is_mobile else None,
+    )
+    # A company's contact is reached at work first; a private customer privately first.
+    emails = (email_business, email_private) if company_name is not None else (email_private, email_business)
+    if company_name is not None:
+        mobiles = (mobiles[1], mobiles[0])
+    return model.Person(
+        id=_required_id(p.id, f"$.appointment.persons[{n}].id"),
+        company_name=company_name,
+        title=notes.take("title", normalise_title(p.title)),
+        first_name=notes.take("first_name", clean(p.first_name)),
+        last_name=notes.take("last_name", clean(p.last_name)),
+        street=notes.take("street", clean(p.street)),
+        house_number=house_number,
+        house_number_addition=addition,
+        postcode=notes.take("postcode", normalise_postcode(p.postcode)),
+        city=notes.take("city", normalise_city(p.city)),
+        email_private=email_private,
+        phone_private=private.phone,
+        mobile_private=private.mobile,
+        email_business=email_business,
+        phone_business=business.phone,
+        mobile_business=business.mobile,
+        preferred_email=_first(*emails),
+        preferred_mobile=_first(*mobiles),
+        notes=notes.sorted(model.Person),
+    )
+
+
+def to_contract_shape(event: model.NormalisedEvent) -> dict[str, Any]:
+    """The normalised event in the contract's shape and field names, plus the derived fields and the notes."""
+    body = msgspec.to_builtins(event)
+    appointment = {"dms_number": body.pop("dms_number")} if isinstance(event, model.Delete) else body.pop("appointment")
+    return {
+        "event_id": body["event_id"],
+        "event_type": body["event_type"],
+        "schema_version": contract.SCHEMA_VERSION,
+        "occurred_at": body["occurred_at"],
+        "dealer_id": body["dealer_id"],
+        "appointment": appointment,
+    }
+
+
+def _documents(data: bytes) -> Iterator[tuple[str, bytes]]:
+    """One JSON document, or NDJSON: ``(where, value)`` per event; ``where`` prefixes error lines."""
+    stripped = data.strip()
+    if not stripped:
+        return
+    try:
+        msgspec.json.decode(stripped)
+    except msgspec.DecodeError:
+        for number, line in enumerate(data.splitlines(), start=1):
+            if line.strip():
+                yield f"line {number}", line
+        return
+    yield "", stripped
+
+
+def _read(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def normalize_command(args: argparse.Namespace) -> int:
+    """``carsys-ingest normalize [FILE|-]``: print what Claire will store from each event; exit 1 on any error."""
+    try:
+        data = _read(args.file)
+    except OSError as exc:
+        print(f"carsys-ingest normalize: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    failed = 0
+    for where, value in _documents(data):
+        try:
+            out = to_contract_shape(normalise(decode(value)))
+        except (DecodeError, ContractError, NormaliseError) as exc:
+            failed += 1
+            print(f"{where}{': ' if where else ''}{type(exc).__name__}: {exc}", file=sys.stderr)
+            continue
+        sys.stdout.buffer.write(msgspec.json.encode(out) + b"\n")
+    return 1 if failed else 0

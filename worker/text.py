@@ -1,0 +1,69 @@
+"""Field-level text rules shared by every normaliser: whitespace, placeholders and the note vocabulary.
+
+A field rule takes the cleaned value and returns ``(value, fixes)``; a fix is ``(rule, action)`` and the caller
+attaches the field name. Fixes describe what happened, never the value (AVG/GDPR).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+Fix = tuple[str, str]
+Fixes = tuple[Fix, ...]
+Result = tuple[str | None, Fixes]
+
+NO_FIXES: Final[Fixes] = ()
+WHITESPACE: Final[Fix] = ("whitespace", "collapsed")
+PLACEHOLDER: Final[Fix] = ("placeholder", "nulled")
+
+# What DMS users type when a field is required on screen but unknown. Compared case-insensitively.
+PLACEHOLDERS: Final = frozenset(
+    {
+        "",
+        "-",
+        "--",
+        "---",
+        ".",
+        "..",
+        "...",
+        "?",
+        "0",
+        "x",
+        "xx",
+        "xxx",
+        "n.v.t.",
+        "n.v.t",
+        "nvt",
+        "n/a",
+        "na",
+        "onbekend",
+        "geen",
+        "unknown",
+        "none",
+        "null",
+    }
+)
+
+
+def collapse(value: str) -> str:
+    """Trim and collapse every run of (Unicode) whitespace into one space."""
+    return " ".join(value.split())
+
+
+def clean(value: str | None) -> Result:
+    """Whitespace and placeholders: what every free-text field goes through first."""
+    if value is None:
+        return None, NO_FIXES
+    text = collapse(value)
+    if text.lower() in PLACEHOLDERS:
+        return None, (PLACEHOLDER,)
+    return text, (WHITESPACE,) if text != value else NO_FIXES
+
+
+def clean_id(value: str | None) -> Result:
+    # Ids are opaque keys that must match exactly across events: whitespace only, no placeholder rule.
+    if value is None:
+        return None, NO_FIXES
+    text = value.strip()
+    fixes = (("whitespace", "trimmed"),) if text != value else NO_FIXES
+    return text or None, fixes

@@ -1,0 +1,33 @@
+"""Forms of address (aanhef): only the unambiguous Dutch ones are mapped, nothing is inferred from names."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from worker.text import Result, clean
+
+# Keyed by the lowercase text without dots and spaces. "mr." is deliberately absent: in Dutch it is the law
+# degree (meester in de rechten), not "Mister". Gender is never guessed from a first name.
+_TITLES: Final = {
+    "deheer": "dhr.",
+    "dhr": "dhr.",
+    "heer": "dhr.",
+    "hr": "dhr.",
+    "meneer": "dhr.",
+    "mevrouw": "mevr.",
+    "mevr": "mevr.",
+    "mw": "mevr.",
+}
+_IGNORED: Final = re.compile(r"[.\s]")
+
+
+def normalise_title(value: str | None) -> Result:
+    """``dhr.`` or ``mevr.`` for their common spellings; any other title is kept as typed (whitespace only)."""
+    text, fixes = clean(value)
+    if text is None:
+        return None, fixes
+    mapped = _TITLES.get(_IGNORED.sub("", text.lower()))
+    if mapped is None or mapped == text:
+        return text, fixes
+    return mapped, (*fixes, ("title", "mapped"))

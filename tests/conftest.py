@@ -81,6 +81,14 @@ def database_url(pg_admin_dsn: str, request: pytest.FixtureRequest) -> str:
     return with_database(pg_admin_dsn, name)
 
 
+@pytest.fixture
+def fresh_database_url(pg_admin_dsn: str, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database for this one test (for tests that count rows)."""
+    name = f"t_{_slug(request.node)}_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_create_database(pg_admin_dsn, name))
+    return with_database(pg_admin_dsn, name)
+
+
 TopicFactory = Callable[..., Awaitable[str]]
 
 

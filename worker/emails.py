@@ -8,9 +8,10 @@ else goes to email-validator.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Literal
 
 import email_validator
 
@@ -48,8 +49,39 @@ def reference_address(address: str) -> str | None:
     return info.normalized.lower()
 
 
+_LOCAL_AND_DOMAIN: Final = re.compile(r"(?P<local>[a-z0-9_%+\-]+(?:\.[a-z0-9_%+\-]+)*)@(?P<domain>[^@]+)")
+
+
+@functools.lru_cache(maxsize=4096)
+def _idn_domain(domain: str) -> tuple[str, str] | None:
+    """email-validator's (normalised, ASCII) form of a domain. Domains repeat across customers (a handful of
+    providers, each company's own), and IDNA processing costs a millisecond, hence the cache."""
+    try:
+        # A one-letter local part is always valid, so this checks exactly the domain, through the public API.
+        info = email_validator.validate_email(f"x@{domain}", check_deliverability=False)
+    except email_validator.EmailNotValidError:
+        return None
+    return info.domain, info.ascii_domain
+
+
+def _with_idn_domain(address: str) -> str | Literal[False] | None:
+    m = _LOCAL_AND_DOMAIN.fullmatch(address)
+    if m is None or address.isascii() or len(address) > 200:
+        return False
+    found = _idn_domain(m["domain"])
+    if found is None:
+        return None
+    domain, ascii_domain = found
+    if len(m["local"]) + 1 + len(ascii_domain) > 200:
+        return False
+    return f"{m['local']}@{domain}".lower()
+
+
 def fast_address(address: str) -> str | None:
-    return address if _plain(address) else reference_address(address)
+    if _plain(address):
+        return address
+    found = _with_idn_domain(address)
+    return reference_address(address) if found is False else found
 
 
 AddressRule = Callable[[str], "str | None"]

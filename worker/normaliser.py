@@ -45,22 +45,32 @@ FAST: Final = Rules(normalise_phone, normalise_email)
 REFERENCE: Final = Rules(normalise_phone_reference, normalise_email_reference)
 
 
+def _field_order(struct: type[msgspec.Struct]) -> dict[str, int]:
+    return {name: i for i, name in enumerate(struct.__struct_fields__)}
+
+
+_PERSON_ORDER: Final = _field_order(model.Person)
+_VEHICLE_ORDER: Final = _field_order(model.Vehicle)
+_APPOINTMENT_ORDER: Final = _field_order(model.Appointment)
+
+
 class _Notes:
     """Collects the notes of one person, vehicle or appointment while its fields are normalised."""
 
     def __init__(self) -> None:
         self.notes: list[model.Note] = []
 
-    def sorted(self, struct: type[msgspec.Struct]) -> tuple[model.Note, ...]:
+    def sorted(self, order: dict[str, int]) -> tuple[model.Note, ...]:
         """In the struct's field order (then in the order they were made), whatever order the rules ran in."""
-        order = {name: i for i, name in enumerate(struct.__struct_fields__)}
         return tuple(sorted(self.notes, key=lambda note: order.get(note.field, len(order))))
 
     def add(self, field: str, fixes: Fixes) -> None:
-        self.notes.extend(model.Note(field, rule, action) for rule, action in fixes)
+        for rule, action in fixes:
+            self.notes.append(model.Note(field, rule, action))
 
     def take(self, field: str, result: Result) -> str | None:
-        self.add(field, result[1])
+        if result[1]:
+            self.add(field, result[1])
         return result[0]
 
 
@@ -99,7 +109,7 @@ def _appointment(a: contract.Appointment, rules: Rules) -> model.Appointment:
         interventions=tuple(_intervention(i, n, notes) for n, i in enumerate(a.interventions)),
         vehicle=None if a.vehicle is None else _vehicle(a.vehicle),
         persons=tuple(_person(p, n, rules) for n, p in enumerate(a.persons)),
-        notes=notes.sorted(model.Appointment),
+        notes=notes.sorted(_APPOINTMENT_ORDER),
     )
 
 
@@ -141,7 +151,7 @@ def _vehicle(v: contract.Vehicle) -> model.Vehicle:
         driver_id=notes.take("driver_id", clean_id(v.driver_id)),
         owner_id=notes.take("owner_id", clean_id(v.owner_id)),
         contractor_id=notes.take("contractor_id", clean_id(v.contractor_id)),
-        notes=notes.sorted(model.Vehicle),
+        notes=notes.sorted(_VEHICLE_ORDER),
     )
 
 
@@ -221,7 +231,7 @@ def _person(p: contract.Person, n: int, rules: Rules) -> model.Person:
         mobile_business=business.mobile,
         preferred_email=_first(*emails),
         preferred_mobile=_first(*mobiles),
-        notes=notes.sorted(model.Person),
+        notes=notes.sorted(_PERSON_ORDER),
     )
 
 

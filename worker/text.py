@@ -54,7 +54,7 @@ def clean(value: str | None) -> Result:
     """Whitespace and placeholders: what every free-text field goes through first."""
     if value is None:
         return None, NO_FIXES
-    text = collapse(value)
+    text = " ".join(value.split())  # collapse(), inlined: this runs for every field of every event
     if text.lower() in PLACEHOLDERS:
         return None, (PLACEHOLDER,)
     return text, (WHITESPACE,) if text != value else NO_FIXES

@@ -24,8 +24,10 @@ Public API::
 - **Lock order**: tables in a fixed order (applied_events, persons, vehicles, appointments, interventions,
   consumer_offsets), rows in key order inside each statement, so concurrent batches sharing persons or vehicles
   wait for each other instead of deadlocking.
-- **Bulk only**: one ``INSERT ... SELECT FROM unnest($1::text[], ...) ... ON CONFLICT`` per table (``staging="copy"``
-  uses COPY into temporary tables instead; see docs/store.md for why unnest is the default).
+- **Bulk only**: one ``INSERT ... SELECT ... ON CONFLICT`` per table, fed either by ``unnest($1::text[], ...)`` (one
+  round trip) or by COPY into a temporary staging table (three round trips, but cheaper per row). ``staging="auto"``
+  (default) picks COPY for a table when the batch has at least ``COPY_MIN_ROWS`` rows for it: measured in
+  bench/store_bench.py, unnest wins small batches and COPY wins large ones (docs/store.md has the figures).
 - **Offsets**: the next offset per (group, topic, partition) (max offset + 1 over ``items`` and ``extra_offsets``,
   the latter being records dead-lettered or skipped before the store) is written in the same transaction and never
   moves backwards. The consumer resumes from ``stored_offsets``.
@@ -63,7 +65,9 @@ log = structlog.get_logger(__name__)
 
 if TYPE_CHECKING:
     Conn: TypeAlias = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
-Staging = Literal["unnest", "copy"]
+Staging = Literal["auto", "unnest", "copy"]
+# Where COPY starts to beat unnest for our widest table (persons, 22 columns); see docs/store.md.
+COPY_MIN_ROWS = 1000
 
 
 class Offset(msgspec.Struct, frozen=True):
@@ -408,7 +412,7 @@ class Store:
         group_id: str,
         retention_days: int = 14,
         retrying: Callable[[], tenacity.AsyncRetrying] = policy,
-        staging: Staging = "unnest",
+        staging: Staging = "auto",
         prune_every: int = 1000,
     ) -> None:
         self._pool = pool
@@ -521,7 +525,7 @@ class Store:
         if not rows:
             return []
         with _stage(f"merging {table.name}"):
-            if self._staging == "copy":
+            if self._use_copy(rows):
                 await conn.execute(table.staging_ddl())
                 names = [c[0] for c in table.columns]
                 await conn.copy_records_to_table(f"_stage_{table.name}", records=rows, columns=names)
@@ -540,7 +544,7 @@ class Store:
         names = ", ".join(c[0] for c in INTERVENTIONS.columns)
         exprs = ", ".join(c[2] for c in INTERVENTIONS.columns)
         with _stage("inserting interventions"):
-            if self._staging == "copy":
+            if self._use_copy(rows):
                 await conn.execute(INTERVENTIONS.staging_ddl())
                 cols = [c[0] for c in INTERVENTIONS.columns]
                 await conn.copy_records_to_table("_stage_interventions", records=rows, columns=cols)
@@ -550,6 +554,9 @@ class Store:
                 source = INTERVENTIONS.unnest_source()
                 sql = f"INSERT INTO interventions ({names}) SELECT {exprs} FROM {source}"
                 await conn.execute(sql, *_columns(rows, len(INTERVENTIONS.columns)))
+
+    def _use_copy(self, rows: Sequence[Row]) -> bool:
+        return self._staging == "copy" or (self._staging == "auto" and len(rows) >= COPY_MIN_ROWS)
 
     async def _save_offsets(self, conn: Conn, offsets: dict[tuple[str, int], int]) -> None:
         if not offsets:
@@ -576,4 +583,4 @@ def _columns(rows: Sequence[Row], width: int) -> list[list[Any]]:
     return [list(col) for col in zip(*rows, strict=True)]
 
 
-__all__ = ["BatchResult", "Item", "Offset", "RejectedHook", "Store", "classify", "next_offsets"]
+__all__ = ["COPY_MIN_ROWS", "BatchResult", "Item", "Offset", "RejectedHook", "Store", "classify", "next_offsets"]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Final
 
 from worker.text import NO_FIXES, Fixes, Result, clean
+
+# Pure rules on values that repeat across customers (cities, titles, house numbers, fuels): remembered.
+_CACHE_SIZE: Final = 4096
 
 _NL_POSTCODE: Final = re.compile(r"(?:NL[- ]?)?([1-9][0-9]{3}) ?-? ?([A-Z]{2})", re.IGNORECASE)
 _BE_POSTCODE: Final = re.compile(r"(?:BE?[- ]?)?([1-9][0-9]{3})", re.IGNORECASE)
@@ -26,6 +30,7 @@ def _postcode_rule(text: str) -> tuple[str, Fixes]:
     return text, (("postcode", "unrecognised_kept"),)
 
 
+@functools.lru_cache(maxsize=_CACHE_SIZE)
 def normalise_postcode(value: str | None) -> Result:
     """Dutch ``1234 AB``, Belgian ``1234``; anything else kept trimmed, with a note."""
     text, fixes = clean(value)
@@ -40,6 +45,7 @@ def normalise_postcode(value: str | None) -> Result:
 _HOUSE_NUMBER: Final = re.compile(r"0*([1-9][0-9]*)(?:\s*[-/]?\s*([^\W_](?:[\w .\-/]*\w)?))?")
 
 
+@functools.lru_cache(maxsize=_CACHE_SIZE)
 def normalise_house_number(value: str | None) -> tuple[str | None, str | None, Fixes]:
     """``(house_number, house_number_addition, fixes)``: ``12a`` -> ``12``, ``A``; ``12-3`` -> ``12``, ``3``."""
     text, fixes = clean(value)
@@ -86,6 +92,7 @@ def dutch_title_case(city: str) -> str:
     return "".join(out)
 
 
+@functools.lru_cache(maxsize=_CACHE_SIZE)
 def normalise_city(value: str | None) -> Result:
     """An all-caps or all-lowercase city gets Dutch title case; a city with mixed case is left as typed."""
     text, fixes = clean(value)

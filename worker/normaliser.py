@@ -45,33 +45,39 @@ FAST: Final = Rules(normalise_phone, normalise_email)
 REFERENCE: Final = Rules(normalise_phone_reference, normalise_email_reference)
 
 
-def _field_order(struct: type[msgspec.Struct]) -> dict[str, int]:
+def _field_rank(struct: type[msgspec.Struct]) -> dict[str, int]:
     return {name: i for i, name in enumerate(struct.__struct_fields__)}
 
 
-_PERSON_ORDER: Final = _field_order(model.Person)
-_VEHICLE_ORDER: Final = _field_order(model.Vehicle)
-_APPOINTMENT_ORDER: Final = _field_order(model.Appointment)
+_PERSON_ORDER: Final = _field_rank(model.Person)
+_VEHICLE_ORDER: Final = _field_rank(model.Vehicle)
+_APPOINTMENT_ORDER: Final = _field_rank(model.Appointment)
 
 
 class _Notes:
     """Collects the notes of one person, vehicle or appointment while its fields are normalised."""
 
-    def __init__(self) -> None:
-        self.notes: list[model.Note] = []
+    __slots__ = ("notes",)
 
-    def sorted(self, order: dict[str, int]) -> tuple[model.Note, ...]:
-        """In the struct's field order (then in the order they were made), whatever order the rules ran in."""
-        return tuple(sorted(self.notes, key=lambda note: order.get(note.field, len(order))))
+    def __init__(self) -> None:
+        self.notes: list[tuple[str, str, str]] = []
 
     def add(self, field: str, fixes: Fixes) -> None:
         for rule, action in fixes:
-            self.notes.append(model.Note(field, rule, action))
+            self.notes.append((field, rule, action))
 
     def take(self, field: str, result: Result) -> str | None:
-        if result[1]:
-            self.add(field, result[1])
+        for rule, action in result[1]:
+            self.notes.append((field, rule, action))
         return result[0]
+
+    def sorted(self, rank: dict[str, int]) -> tuple[model.Note, ...]:
+        """In the struct's field order (then in the order they were made), whatever order the rules ran in."""
+        notes = self.notes
+        if len(notes) > 1:
+            last = len(rank)
+            notes.sort(key=lambda note: rank.get(note[0], last))  # stable: same-field notes keep their order
+        return tuple([model.Note(field, rule, action) for field, rule, action in notes])
 
 
 def normalise(event: contract.Event, rules: Rules = FAST) -> model.NormalisedEvent:

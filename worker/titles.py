@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Final
 
 from worker.text import Result, clean
+
+# Pure rules on values that repeat across customers (cities, titles, house numbers, fuels): remembered.
+_CACHE_SIZE: Final = 4096
 
 # Keyed by the lowercase text without dots and spaces. "mr." is deliberately absent: in Dutch it is the law
 # degree (meester in de rechten), not "Mister". Gender is never guessed from a first name.
@@ -22,6 +26,7 @@ _TITLES: Final = {
 _IGNORED: Final = re.compile(r"[.\s]")
 
 
+@functools.lru_cache(maxsize=_CACHE_SIZE)
 def normalise_title(value: str | None) -> Result:
     """``dhr.`` or ``mevr.`` for their common spellings; any other title is kept as typed (whitespace only)."""
     text, fixes = clean(value)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Final
 
 from worker.text import Result, clean
+
+# Pure rules on values that repeat across customers (cities, titles, house numbers, fuels): remembered.
+_CACHE_SIZE: Final = 4096
 
 # ISO 3779: 17 characters, no I, O or Q. The North-American check digit (position 9) is not used in Europe.
 _VIN: Final = re.compile(r"[A-HJ-NPR-Z0-9]{17}")
@@ -74,6 +78,7 @@ _FUEL_SPELLINGS: Final = {
 _FUEL_IGNORED: Final = re.compile(r"[\s\-_.]")
 
 
+@functools.lru_cache(maxsize=_CACHE_SIZE)
 def normalise_fuel(value: str | None) -> Result:
     """One of FUELS; an unknown spelling becomes ``other`` with a note."""
     text, fixes = clean(value)

@@ -1,0 +1,744 @@
+"""End-to-end benchmark: the real worker against three baselines, in one run, on a local broker and PostgreSQL.
+
+    .venv/bin/python bench/worker_bench.py [--events N] [--quick] [--rate R] [--latency-seconds S] [--seed S]
+
+Uses KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL when both are set (DATABASE_URL's server is used, never its
+database: every measurement gets a fresh database and a fresh topic), otherwise starts a throwaway stack with
+dev/stack.py and stops it at the end. Prints a table, writes bench/results/worker-<timestamp>.json and
+bench/results/latest.json. Prints, never asserts. What each figure means: docs/benchmark.md.
+
+Measurements, in this order, each on its own topic and database:
+
+- worker: a real ``carsys-ingest run`` (1 replica, default settings) drains N pre-produced events.
+  events/s = N / (last commit - first fetch). First fetch = first scrape of /metrics (every 50 ms) that shows
+  ``carsys_events_consumed_total`` > 0 (incremented when a fetch returns); last commit = first scrape whose
+  ``carsys_end_to_end_latency_seconds_count`` reaches N (observed after the Kafka commit). Checked afterwards
+  against ``consumer_offsets`` and Kafka's committed offsets. CPU = utime+stime of the worker process over that
+  window (/proc/<pid>/stat), peak RSS = VmHWM (/proc/<pid>/status).
+- latency: a second worker process; events are produced at a steady offered load (default 1,000/s) with the send
+  time as record timestamp; a poller reads ``consumer_offsets`` every 10 ms, and a record is visible at the first
+  poll whose next offset for its partition is past it. Also reported: the worker's own histogram.
+- client limit: aiokafka getmany + ``schemas.decoder.decode``, same consumer options, no database.
+- database limit: the same events, decoded and normalised beforehand, written by ``Store.apply`` in batches of
+  BATCH_MAX_RECORDS (2000), one after the other like the worker; no Kafka.
+- naive worker: one record per fetch, ``Store.apply`` with a batch of one (one transaction, offsets included),
+  then one Kafka commit per record. Time-bounded: its rate is what it did in ``--naive-seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "dev"))
+
+import asyncpg  # noqa: E402
+import msgspec  # noqa: E402
+import stack as devstack  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
+from aiokafka.partitioner import DefaultPartitioner  # noqa: E402
+
+from schemas.decoder import decode  # noqa: E402
+from tests.support import WorkerProcess  # noqa: E402
+from worker import config, logs, retry, samples  # noqa: E402
+from worker.app import consumer_options  # noqa: E402
+from worker.migrations import migrate  # noqa: E402
+from worker.records import prepare, to_event  # noqa: E402
+from worker.store import Item, Offset, Store  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
+PARTITIONS = 6  # `carsys-ingest init`'s default
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+Record = tuple[bytes, bytes]
+
+
+# ------------------------------------------------------------------------------------------------ corpus
+
+
+def corpus(n: int, seed: int) -> list[Record]:
+    """N realistic events as (key, value), about 3 events per appointment; cached, as generating is slow."""
+    path = RESULTS / f".corpus-{seed}-{n}.msgpack"
+    if path.exists():
+        return [(k, v) for k, v in msgspec.msgpack.decode(path.read_bytes())]
+    dealers = max(3, n // 4000)
+    appointments = max(10, n // (dealers * 3))
+    events = samples.stream(
+        seed,
+        events=n,
+        dealers=dealers,
+        appointments_per_dealer=appointments,
+        persons_per_dealer=max(5, appointments * 3 // 5),
+        vehicles_per_dealer=max(4, appointments * 2 // 5),
+    )
+    records = [(samples.key_of(e), samples.encode(e)) for e in events]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(msgspec.msgpack.encode(records))
+    return records
+
+
+# ------------------------------------------------------------------------------------------------ process
+
+
+def cpu_seconds(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+    return 0.0
+
+
+def peak_rss_mib(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def children_cpu_seconds(parent: int) -> float:
+    """CPU of a process and its direct children (PostgreSQL's postmaster and its backends)."""
+    total = cpu_seconds(parent)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                total += cpu_seconds(int(stat.parent.name))
+    return total
+
+
+def metrics_of(port: int) -> dict[str, float]:
+    """The worker's /metrics as {"name{labels}": value}; empty while it is not listening."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            with contextlib.suppress(ValueError):
+                out[name] = float(value)
+    return out
+
+
+def histogram_quantile(metrics: dict[str, float], name: str, q: float) -> float | None:
+    """Prometheus' histogram_quantile: linear interpolation inside the bucket (so only as fine as the buckets)."""
+    buckets = sorted(
+        (float("inf") if key.split('le="')[1][:-2] == "+Inf" else float(key.split('le="')[1][:-2]), count)
+        for key, count in metrics.items()
+        if key.startswith(f"{name}_bucket{{")
+    )
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    rank, lower, below = q * buckets[-1][1], 0.0, 0.0
+    for upper, count in buckets:
+        if count >= rank:
+            if upper == float("inf"):
+                return lower
+            return lower + (upper - lower) * (rank - below) / max(count - below, 1e-9)
+        lower, below = upper, count
+    return None
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# ------------------------------------------------------------------------------------------------ the stack
+
+
+@dataclass
+class Bench:
+    bootstrap: str
+    admin_dsn: str
+    stack: devstack.Stack
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    cleanup: list[Callable[[], Any]] = field(default_factory=list)
+
+    def settings(self, topic: str, dsn: str) -> config.Settings:
+        return config.from_env(
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+                "DATABASE_URL": dsn,
+                "KAFKA_TOPIC": topic,
+                "KAFKA_GROUP_ID": topic,
+            }
+        )
+
+    async def fresh_database(self, phase: str) -> str:
+        name = f"bench_{phase}_{self.run_id}"
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        self.cleanup.append(lambda: self._drop_database(name))
+        return urlunsplit(urlsplit(self.admin_dsn)._replace(path=f"/{name}"))
+
+    async def _drop_database(self, name: str) -> None:
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    async def fresh_topic(self, phase: str, records: Sequence[Record]) -> str:
+        topic = f"bench.{phase}.{self.run_id}"
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics(
+                [
+                    NewTopic(t, num_partitions=p, replication_factor=1)
+                    for t, p in ((topic, PARTITIONS), (f"{topic}.dlq", 1))
+                ]
+            )
+        finally:
+            await admin.close()
+        self.cleanup.append(lambda: self._delete_topics([topic, f"{topic}.dlq"]))
+        await fill(self.bootstrap, topic, records)
+        return topic
+
+    async def _delete_topics(self, topics: list[str]) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics(topics)
+        finally:
+            await admin.close()
+
+    async def tidy(self) -> None:
+        for step in reversed(self.cleanup):
+            with contextlib.suppress(Exception):
+                await step()
+        self.cleanup.clear()
+
+    def postgres_pid(self) -> int | None:
+        if self.stack.postgres is None:
+            return None  # not ours: its processes are not ours to account
+        with contextlib.suppress(OSError, ValueError):
+            return int((Path(self.stack.postgres.dir) / "data" / "postmaster.pid").read_text().split()[0])
+        return None
+
+    def kafka_pid(self) -> int | None:
+        return self.stack.kafka.pid if self.stack.kafka else None
+
+
+@contextlib.contextmanager
+def local_stack() -> Iterator[Bench]:
+    stack = devstack.up(f"bench-{os.getpid()}")
+    try:
+        admin = urlunsplit(urlsplit(stack.database_url)._replace(path="/postgres"))
+        yield Bench(bootstrap=stack.kafka_bootstrap, admin_dsn=admin, stack=stack)
+    finally:
+        stack.down()
+
+
+async def fill(bootstrap: str, topic: str, records: Sequence[Record]) -> None:
+    # Large batches and a short linger: filling is set-up, not measured, and should not take longer than the run.
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=1024 * 1024, max_request_size=8 << 20
+    )
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value=v, key=k) for k, v in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+# ------------------------------------------------------------------------------------------------ the worker
+
+
+class Worker:
+    """A real ``carsys-ingest run`` with default settings: only connection, topic, group and port are set."""
+
+    def __init__(self, bench: Bench, topic: str, dsn: str, log: Path) -> None:
+        self.port = devstack.free_port()
+        # Blank every setting first: a BATCH_MAX_RECORDS in the caller's shell must not leak into "default settings".
+        env = {var: "" for var in config.VARIABLES}
+        env |= {
+            "KAFKA_BOOTSTRAP_SERVERS": bench.bootstrap,
+            "DATABASE_URL": dsn,
+            "KAFKA_TOPIC": topic,
+            "KAFKA_GROUP_ID": topic,
+            "METRICS_PORT": str(self.port),
+            "LOG_FORMAT": "json",
+        }
+        self.process = WorkerProcess(env, log).start()
+        assert self.process.proc is not None
+        self.pid = self.process.proc.pid
+
+    def metrics(self) -> dict[str, float]:
+        return metrics_of(self.port)
+
+    async def ready(self, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.process.get("/readyz")[0] != 200:
+            if not self.process.alive or time.monotonic() > deadline:
+                raise RuntimeError(f"worker not ready; see {self.process.log_path}")
+            await asyncio.sleep(0.1)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+async def committed_total(bootstrap: str, group: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic) or set(range(PARTITIONS))
+        return sum([await consumer.committed(TopicPartition(topic, p)) or 0 for p in parts])
+    finally:
+        await consumer.stop()
+
+
+async def fetchval(dsn: str, sql: str, *args: Any) -> Any:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval(sql, *args)
+    finally:
+        await conn.close()
+
+
+@dataclass
+class Window:
+    """The first-fetch and last-commit moments as seen by the 50 ms scraper, with CPU readings at both."""
+
+    start: float = 0.0
+    end: float = 0.0
+    cpu: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+async def watch_drain(worker: Worker, bench: Bench, n: int, timeout_s: float) -> Window:
+    pids = {"worker": worker.pid, "postgres": bench.postgres_pid(), "kafka": bench.kafka_pid()}
+
+    def cpu() -> dict[str, float]:
+        return {
+            name: (children_cpu_seconds(pid) if name == "postgres" else cpu_seconds(pid))
+            for name, pid in pids.items()
+            if pid
+        }
+
+    window, before = Window(), cpu()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        m = worker.metrics()
+        now = time.time()
+        if not window.start and m.get("carsys_events_consumed_total", 0) > 0:
+            window.start, before = now, cpu()
+        if m.get("carsys_end_to_end_latency_seconds_count", 0) >= n:
+            window.end = now
+            after = cpu()
+            window.cpu = {k: (before[k], after[k]) for k in after}
+            return window
+        if not worker.process.alive:
+            raise RuntimeError(f"worker exited; see {worker.process.log_path}")
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"worker did not drain {n} events in {timeout_s:.0f}s; see {worker.process.log_path}")
+
+
+async def measure_worker(bench: Bench, records: Sequence[Record], log_dir: Path) -> dict[str, Any]:
+    n = len(records)
+    topic = await bench.fresh_topic("worker", records)
+    dsn = await bench.fresh_database("worker")
+    worker = Worker(bench, topic, dsn, log_dir / "worker-throughput.log")
+    try:
+        window = await watch_drain(worker, bench, n, timeout_s=max(120.0, n / 300))
+        m, rss = worker.metrics(), peak_rss_mib(worker.pid)
+    finally:
+        worker.stop()
+    seconds = window.end - window.start
+    cpu = {k: b - a for k, (a, b) in window.cpu.items()}
+    batches = m.get("carsys_batch_size_count", 0)
+    return {
+        "events": n,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(n / seconds, 1),
+        "cpu_seconds": round(cpu["worker"], 2),
+        "cpu_percent_of_one_core": round(100 * cpu["worker"] / seconds, 1),
+        "cpu_ms_per_1000_events": round(1000 * cpu["worker"] / n * 1000, 1),
+        "peak_rss_mib": round(rss, 1),
+        "postgres_cpu_seconds": round(cpu["postgres"], 2) if "postgres" in cpu else None,
+        "kafka_cpu_seconds": round(cpu["kafka"], 2) if "kafka" in cpu else None,
+        "batches": int(batches),
+        "mean_batch_size": round(m.get("carsys_batch_size_sum", 0) / max(batches, 1), 1),
+        "busy_seconds": round(m.get("carsys_batch_duration_seconds_sum", 0), 3),
+        "applied": int(m.get("carsys_events_applied_total", 0)),
+        "stale": int(m.get("carsys_events_stale_total", 0)),
+        "duplicates": int(m.get("carsys_events_duplicate_total", 0)),
+        "db_committed_offsets": int(await fetchval(dsn, "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets")),
+        "kafka_committed_offsets": await committed_total(bench.bootstrap, topic, topic),
+        "scrape_resolution_s": 0.05,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ latency
+
+
+class Visibility:
+    """When each partition's committed position (consumer_offsets, same transaction as the rows) moved."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, tuple[list[int], list[float]]] = {}
+
+    def observe(self, partition: int, next_offset: int, at: float) -> None:
+        offsets, times = self.seen.setdefault(partition, ([], []))
+        if not offsets or next_offset > offsets[-1]:
+            offsets.append(next_offset)
+            times.append(at)
+
+    def visible_at(self, partition: int, offset: int) -> float | None:
+        offsets, times = self.seen.get(partition, ([], []))
+        i = bisect.bisect_right(offsets, offset)  # first observation with next_offset > offset
+        return times[i] if i < len(offsets) else None
+
+
+async def poll_visibility(dsn: str, topic: str, into: Visibility, stop: asyncio.Event) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(asyncpg.UndefinedTableError):
+                rows = await conn.fetch("SELECT partition, next_offset FROM consumer_offsets WHERE topic = $1", topic)
+                now = time.time()
+                for row in rows:
+                    into.observe(row["partition"], row["next_offset"], now)
+            await asyncio.sleep(0.01)
+    finally:
+        await conn.close()
+
+
+async def offer(bootstrap: str, topic: str, records: Sequence[Record], rate: float) -> list[tuple[int, int, float]]:
+    """Send at a steady rate, 100 ticks a second; returns (partition, offset, record timestamp in s) per record."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    await producer.start()
+    try:
+        futures, start, sent = [], time.monotonic(), 0
+        while sent < len(records):
+            due = min(len(records), int((time.monotonic() - start) * rate) + 1)
+            for key, value in records[sent:due]:
+                futures.append(await producer.send(topic, value=value, key=key, timestamp_ms=int(time.time() * 1000)))
+            sent = due
+            await asyncio.sleep(0.01)
+        metadata = await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return [(md.partition, md.offset, md.timestamp / 1000) for md in metadata]
+
+
+async def measure_latency(bench: Bench, records: Sequence[Record], rate: float, log_dir: Path) -> dict[str, Any]:
+    topic = await bench.fresh_topic("latency", [])
+    dsn = await bench.fresh_database("latency")
+    worker = Worker(bench, topic, dsn, log_dir / "worker-latency.log")
+    visibility, stop = Visibility(), asyncio.Event()
+    try:
+        await worker.ready()
+        poller = asyncio.create_task(poll_visibility(dsn, topic, visibility, stop))
+        cpu_before, started = cpu_seconds(worker.pid), time.monotonic()
+        sent = await offer(bench.bootstrap, topic, records, rate)
+        await wait_visible(visibility, sent, timeout_s=60)
+        cpu, wall = cpu_seconds(worker.pid) - cpu_before, time.monotonic() - started
+        stop.set()
+        await poller
+        m, rss = worker.metrics(), peak_rss_mib(worker.pid)
+    finally:
+        stop.set()
+        worker.stop()
+    latencies = [max(0.0, (visibility.visible_at(p, o) or 0) - ts) for p, o, ts in sent]
+    name = "carsys_end_to_end_latency_seconds"
+    return {
+        "offered_events_per_s": rate,
+        "events": len(sent),
+        "seconds": round(wall, 2),
+        "p50_ms": round(1000 * percentile(latencies, 0.50), 1),
+        "p99_ms": round(1000 * percentile(latencies, 0.99), 1),
+        "max_ms": round(1000 * max(latencies), 1),
+        "poll_resolution_ms": 10,
+        "worker_histogram_p50_ms": _ms(histogram_quantile(m, name, 0.50)),
+        "worker_histogram_p99_ms": _ms(histogram_quantile(m, name, 0.99)),
+        "cpu_percent_of_one_core": round(100 * cpu / wall, 1),
+        "peak_rss_mib": round(rss, 1),
+    }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(1000 * seconds, 1)
+
+
+async def wait_visible(visibility: Visibility, sent: Sequence[tuple[int, int, float]], timeout_s: float) -> None:
+    last: dict[int, int] = {}
+    for p, o, _ in sent:
+        last[p] = max(last.get(p, -1), o)
+    deadline = time.monotonic() + timeout_s
+    while any(visibility.visible_at(p, o) is None for p, o in last.items()):
+        if time.monotonic() > deadline:
+            raise RuntimeError("offered records not all committed in time")
+        await asyncio.sleep(0.05)
+
+
+# ------------------------------------------------------------------------------------------------ baselines
+
+
+async def measure_client_limit(bench: Bench, records: Sequence[Record]) -> dict[str, Any]:
+    topic = await bench.fresh_topic("client", records)
+    settings = bench.settings(topic, "postgresql://unused/unused")
+    consumer = AIOKafkaConsumer(**consumer_options(settings))
+    consumer.subscribe([topic])
+    await consumer.start()
+    n, start = 0, 0.0
+    try:
+        while n < len(records):
+            batch = await consumer.getmany(
+                timeout_ms=settings.batch_max_wait_ms, max_records=settings.batch_max_records
+            )
+            start = start or (time.monotonic() if batch else 0.0)
+            for got in batch.values():
+                for record in got:
+                    decode(record.value or b"")
+                n += len(got)
+        seconds = time.monotonic() - start
+    finally:
+        await consumer.stop()
+    return {"events": n, "seconds": round(seconds, 3), "events_per_s": round(n / seconds, 1)}
+
+
+def normalised_items(records: Sequence[Record]) -> tuple[list[Item], dict[str, Any]]:
+    """Decode + normalise in-process (timed: the worker's CPU floor per event), with the offsets Kafka would give."""
+    partitioner, parts = DefaultPartitioner(), list(range(PARTITIONS))
+    next_offset = dict.fromkeys(parts, 0)
+    start, items = time.perf_counter(), []
+    for key, value in records:
+        event = to_event(value)
+        p = partitioner(key, parts, parts)
+        items.append(Item(event=event, offset=Offset("bench.database", p, next_offset[p])))
+        next_offset[p] += 1
+    seconds = time.perf_counter() - start
+    return items, {"events": len(items), "seconds": round(seconds, 3), "events_per_s": round(len(items) / seconds, 1)}
+
+
+@contextlib.asynccontextmanager
+async def store_on(dsn: str, settings: config.Settings) -> AsyncIterator[Store]:
+    await migrate(dsn)
+    pool = await asyncpg.create_pool(dsn, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size)
+    try:
+        yield Store(
+            pool,
+            group_id=settings.kafka_group_id,
+            retention_days=settings.applied_event_retention_days,
+            retrying=lambda: retry.policy(attempts=1),
+        )
+    finally:
+        await pool.close()
+
+
+async def measure_database_limit(bench: Bench, items: Sequence[Item]) -> dict[str, Any]:
+    dsn = await bench.fresh_database("database")
+    settings = bench.settings("bench.database", dsn)
+    size = settings.batch_max_records
+    async with store_on(dsn, settings) as store:
+        start = time.monotonic()
+        for i in range(0, len(items), size):
+            await store.apply(items[i : i + size])
+        seconds = time.monotonic() - start
+    return {
+        "events": len(items),
+        "batch_size": size,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(len(items) / seconds, 1),
+    }
+
+
+async def measure_naive(bench: Bench, records: Sequence[Record], limit_s: float) -> dict[str, Any]:
+    topic = await bench.fresh_topic("naive", records)
+    dsn = await bench.fresh_database("naive")
+    settings = bench.settings(topic, dsn)
+    consumer = AIOKafkaConsumer(**consumer_options(settings))
+    consumer.subscribe([topic])
+    async with store_on(dsn, settings) as store:
+        await consumer.start()
+        n, start = 0, 0.0
+        try:
+            while n < len(records) and (not start or time.monotonic() - start < limit_s):
+                for tp, got in (await consumer.getmany(timeout_ms=200, max_records=1)).items():
+                    start = start or time.monotonic()
+                    prepared = prepare(got[0])
+                    if isinstance(prepared, Item):
+                        await store.apply([prepared])
+                    await consumer.commit({tp: got[0].offset + 1})
+                    n += 1
+            seconds = time.monotonic() - start
+        finally:
+            await consumer.stop()
+    return {"events": n, "seconds": round(seconds, 3), "events_per_s": round(n / seconds, 1)}
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def machine() -> dict[str, Any]:
+    mem_kib = next(
+        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+    )
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+async def postgres_settings(admin_dsn: str) -> dict[str, str]:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        names = ("server_version", "fsync", "synchronous_commit", "shared_buffers")
+        return {name: str(await conn.fetchval(f"SHOW {name}")) for name in names}
+    finally:
+        await conn.close()
+
+
+def ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
+    return round(a["events_per_s"] / b["events_per_s"], 2)
+
+
+def table(report: dict[str, Any]) -> str:
+    r = report["results"]
+    lat = r["latency"]
+    rows = [
+        ("worker, end to end (1 replica, defaults)", r["worker"]),
+        ("client limit: consume + decode", r["client_limit"]),
+        ("decode + normalise, in-process (CPU floor)", r["normalise_only"]),
+        ("database limit: Store.apply, batches of 2000", r["database_limit"]),
+        ("naive worker: 1 record, 1 txn, 1 commit", r["naive"]),
+    ]
+    lines = [f"{'measurement':<46} {'events':>8} {'seconds':>8} {'events/s':>10}"]
+    lines += [f"{name:<46} {m['events']:>8} {m['seconds']:>8.1f} {m['events_per_s']:>10.0f}" for name, m in rows]
+    w = r["worker"]
+    lines += [
+        "",
+        f"worker / database limit: {report['ratios']['worker_vs_database_limit']:.2f}x   "
+        f"worker / naive: {report['ratios']['worker_vs_naive']:.1f}x   "
+        f"worker / client limit: {report['ratios']['worker_vs_client_limit']:.2f}x",
+        f"worker: CPU {w['cpu_percent_of_one_core']}% of one core ({w['cpu_ms_per_1000_events']} ms per 1000 events), "
+        f"peak RSS {w['peak_rss_mib']} MiB, {w['batches']} batches of {w['mean_batch_size']} on average; "
+        f"PostgreSQL CPU {w['postgres_cpu_seconds']} s, Kafka CPU {w['kafka_cpu_seconds']} s over {w['seconds']} s",
+        f"latency at {lat['offered_events_per_s']:.0f} events/s offered ({lat['events']} events): "
+        f"p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms (record timestamp -> committed, "
+        f"±10 ms); worker histogram p50 {lat['worker_histogram_p50_ms']} ms, p99 {lat['worker_histogram_p99_ms']} ms; "
+        f"CPU {lat['cpu_percent_of_one_core']}%, peak RSS {lat['peak_rss_mib']} MiB",
+    ]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+@dataclass
+class Options:
+    events: int
+    rate: float
+    latency_seconds: float
+    naive_seconds: float
+    seed: int
+    quick: bool
+
+
+def options(argv: Sequence[str] | None) -> Options:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, help="events pre-produced for the throughput figures (default 120000)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds per measurement")
+    parser.add_argument("--rate", type=float, default=1000.0, help="offered load of the latency run, events/s")
+    parser.add_argument("--latency-seconds", type=float, help="length of the latency run (default 30, quick 3)")
+    parser.add_argument("--naive-seconds", type=float, help="time bound of the naive worker (default 30, quick 3)")
+    parser.add_argument("--seed", type=int, default=7)
+    a = parser.parse_args(argv)
+    return Options(
+        events=a.events or (3000 if a.quick else 120_000),
+        rate=a.rate,
+        latency_seconds=a.latency_seconds or (3.0 if a.quick else 30.0),
+        naive_seconds=a.naive_seconds or (3.0 if a.quick else 30.0),
+        seed=a.seed,
+        quick=a.quick,
+    )
+
+
+async def measure_all(bench: Bench, opts: Options, log_dir: Path) -> dict[str, Any]:
+    records = corpus(opts.events, opts.seed)
+    offered = corpus(int(opts.rate * opts.latency_seconds), opts.seed + 1)
+    results: dict[str, Any] = {}
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("worker", lambda: measure_worker(bench, records, log_dir)),
+        ("latency", lambda: measure_latency(bench, offered, opts.rate, log_dir)),
+        ("client_limit", lambda: measure_client_limit(bench, records)),
+        ("database_limit", lambda: measure_database_limit(bench, items)),
+        ("naive", lambda: measure_naive(bench, records[:50_000], opts.naive_seconds)),
+    ]
+    items, results["normalise_only"] = normalised_items(records)
+    for name, step in steps:
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        try:
+            results[name] = await step()
+        finally:
+            await bench.tidy()
+    return results
+
+
+def write(report: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=2)
+    path = RESULTS / f"worker-{report['timestamp'].replace(':', '')}.json"
+    path.write_text(text)
+    (RESULTS / "latest.json").write_text(text)
+    return path
+
+
+async def run(opts: Options, bench: Bench) -> dict[str, Any]:
+    log_dir = RESULTS / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    started = machine()
+    results = await measure_all(bench, opts, log_dir)
+    return {
+        "timestamp": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "quick": opts.quick,
+        "options": {**vars(opts), "partitions": PARTITIONS},
+        "machine": {**started, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "postgres": await postgres_settings(bench.admin_dsn),
+        "stack_started_here": bench.stack.kafka is not None or bench.stack.postgres is not None,
+        "results": results,
+        "ratios": {
+            "worker_vs_database_limit": ratio(results["worker"], results["database_limit"]),
+            "worker_vs_naive": ratio(results["worker"], results["naive"]),
+            "worker_vs_client_limit": ratio(results["worker"], results["client_limit"]),
+        },
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    opts = options(argv)
+    logs.configure("WARNING", "console")  # the in-process Store logs at DEBUG; the table is the output
+    with local_stack() as bench:
+        report = asyncio.run(run(opts, bench))
+    print(table(report))
+    print(f"written: {write(report)} and {RESULTS / 'latest.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Every benchmark, one after the other, each in its own process: `make bench`.
+
+    .venv/bin/python bench/run_all.py [--quick] [--only NAME ...] [options passed through]
+
+Runs the component benchmarks that exist (bench/normaliser_bench.py, bench/store_bench.py), then the end-to-end
+bench/worker_bench.py. Options after ours (e.g. ``--quick``, ``--events 50000``, ``--seed 3``) go to every benchmark
+whose ``--help`` lists them, so a flag one benchmark lacks never makes it fail. Prints, never asserts; exits non-zero
+only when a benchmark could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+# Components first: the end-to-end figures are read against them. A benchmark not written yet is skipped.
+ORDER = ("normaliser_bench.py", "store_bench.py", "worker_bench.py")
+
+
+def option_groups(args: Sequence[str]) -> list[list[str]]:
+    """["--events", "5", "--quick"] -> [["--events", "5"], ["--quick"]]."""
+    groups: list[list[str]] = []
+    for arg in args:
+        if arg.startswith("--") or not groups:
+            groups.append([arg])
+        else:
+            groups[-1].append(arg)
+    return groups
+
+
+def accepted(script: Path, groups: list[list[str]]) -> list[str]:
+    help_text = subprocess.run(
+        [sys.executable, str(script), "--help"], capture_output=True, text=True, check=False, cwd=BENCH.parent
+    ).stdout
+    out: list[str] = []
+    for group in groups:
+        name = group[0].split("=", 1)[0]
+        if f"{name} " in help_text or f"{name}\n" in help_text or f"{name}," in help_text:
+            out += group
+        else:
+            print(f"run_all: {script.name} has no {name}; not passed", file=sys.stderr)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", action="append", help="run only this benchmark (e.g. worker_bench); repeatable")
+    ours, rest = parser.parse_known_args(argv)
+    groups = option_groups(rest)
+    failed: list[str] = []
+    for name in ORDER:
+        script = BENCH / name
+        if not script.exists() or (ours.only and script.stem not in ours.only and name not in ours.only):
+            continue
+        cmd = [sys.executable, str(script), *accepted(script, groups)]
+        print(f"\n=== {name} {' '.join(cmd[2:])}", flush=True)
+        started = time.monotonic()
+        code = subprocess.run(cmd, check=False, cwd=BENCH.parent).returncode
+        print(f"=== {name}: exit {code} after {time.monotonic() - started:.0f} s", flush=True)
+        if code != 0:
+            failed.append(name)
+    if failed:
+        print(f"run_all: failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,15 +11,22 @@ only when a benchmark could not run.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent / "dev"))
+import stack as devstack  # noqa: E402
+
 # Components first: the end-to-end figures are read against them. A benchmark not written yet is skipped.
 ORDER = ("normaliser_bench.py", "store_bench.py", "worker_bench.py")
+# These read DATABASE_URL and start nothing themselves; worker_bench starts its own stack when none is given.
+NEEDS_DATABASE = frozenset({"store_bench.py"})
 
 
 def option_groups(args: Sequence[str]) -> list[list[str]]:
@@ -47,23 +54,47 @@ def accepted(script: Path, groups: list[list[str]]) -> list[str]:
     return out
 
 
+@contextlib.contextmanager
+def database_env(names: Sequence[str]) -> Iterator[dict[str, str]]:
+    """The environment for the benchmarks: with a throwaway PostgreSQL if one needs it and DATABASE_URL is unset."""
+    env = dict(os.environ)
+    if env.get("DATABASE_URL") or not NEEDS_DATABASE.intersection(names):
+        yield env
+        return
+    # PostgreSQL only: a bootstrap address makes up() skip Kafka, which these benchmarks do not use.
+    stack = devstack.up(f"bench-components-{os.getpid()}", environ={**env, "KAFKA_BOOTSTRAP_SERVERS": "unused:9092"})
+    try:
+        yield {**env, "DATABASE_URL": stack.database_url}
+    finally:
+        stack.down()
+
+
+def selected(only: Sequence[str] | None) -> list[str]:
+    return [
+        name
+        for name in ORDER
+        if (BENCH / name).exists() and (not only or name in only or name.removesuffix(".py") in only)
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", help="run only this benchmark (e.g. worker_bench); repeatable")
     ours, rest = parser.parse_known_args(argv)
     groups = option_groups(rest)
     failed: list[str] = []
-    for name in ORDER:
-        script = BENCH / name
-        if not script.exists() or (ours.only and script.stem not in ours.only and name not in ours.only):
-            continue
-        cmd = [sys.executable, str(script), *accepted(script, groups)]
-        print(f"\n=== {name} {' '.join(cmd[2:])}", flush=True)
-        started = time.monotonic()
-        code = subprocess.run(cmd, check=False, cwd=BENCH.parent).returncode
-        print(f"=== {name}: exit {code} after {time.monotonic() - started:.0f} s", flush=True)
-        if code != 0:
-            failed.append(name)
+    names = selected(ours.only)
+    with database_env(names) as env:
+        for name in names:
+            script = BENCH / name
+            cmd = [sys.executable, str(script), *accepted(script, groups)]
+            print(f"\n=== {name} {' '.join(cmd[2:])}", flush=True)
+            started = time.monotonic()
+            child_env = env if name in NEEDS_DATABASE else dict(os.environ)
+            code = subprocess.run(cmd, check=False, cwd=BENCH.parent, env=child_env).returncode
+            print(f"=== {name}: exit {code} after {time.monotonic() - started:.0f} s", flush=True)
+            if code != 0:
+                failed.append(name)
     if failed:
         print(f"run_all: failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

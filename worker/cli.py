@@ -47,17 +47,17 @@ def _dlq_filters(parser: argparse.ArgumentParser) -> None:
 def _dlq_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dlq = sub.add_parser("dlq", help="see, understand and replay dead letters")
     dsub = dlq.add_subparsers(dest="dlq_command", required=True)
-    lst = _add(dsub, "list", "worker.deadletters:list_command", "summarise the dead-letter topic")
+    lst = _add(dsub, "list", "worker.inspection:list_command", "summarise the dead-letter topic")
     lst.add_argument("--json", action="store_true", help="machine-readable output")
     _dlq_filters(lst)
-    show = _add(dsub, "show", "worker.deadletters:show_command", "show matching letters (values redacted)")
+    show = _add(dsub, "show", "worker.inspection:show_command", "show matching letters (values redacted)")
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.add_argument("--reveal", action="store_true", help="show payload values (personal data!)")
     _dlq_filters(show)
     replay = _add(
         dsub,
         "replay",
-        "worker.deadletters:replay_command",
+        "worker.replay:replay_command",
         "republish matching letters to their source topic",
     )
     _dlq_filters(replay)

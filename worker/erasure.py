@@ -1,0 +1,228 @@
+"""``carsys-ingest erase``: an AVG/GDPR data-subject request for one person of one dealer.
+
+Who: ``--person-id``, or every person of the dealer whose e-mail (``--email``) or phone number (``--phone``) is the
+given one *after normalisation with the normaliser's own functions*, so "  Jan.Jansen@Example.NL " finds the stored
+"jan.jansen@example.nl" and "06-12345678" finds "+31612345678".
+
+What, in one transaction, in the store's lock order (persons, vehicles, appointments):
+- ``persons``: the row is deleted. It is the only table holding names, addresses, e-mails and phones (``notes`` hold
+  field names and rules, never values; ``interventions`` describe work, not people).
+- ``vehicles``: driver / owner / contractor links to the person are cleared; the vehicle stays.
+- ``appointments``: the person's id is removed from ``person_ids``; the appointment stays.
+
+Then the dead-letter topic is scanned for letters whose payload still holds the person (same dealer and person id,
+e-mail or phone, compared normalised); only their coordinates are printed. They expire with the topic's retention
+(``carsys-ingest init --dlq-retention-days``, 30 by default); replaying one would write the person back.
+
+The output names person ids (the DMS's pseudonymous keys, needed to erase at the source too), never values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from worker import config
+from worker.emails import normalise_email
+from worker.errors import TransientError
+from worker.inspection import read_letters
+from worker.letters import Filters, Letter
+from worker.phones import normalise_phone
+
+EMAIL_FIELDS = ("email_private", "email_business", "preferred_email")
+PHONE_FIELDS = ("phone_private", "mobile_private", "phone_business", "mobile_business", "preferred_mobile")
+_RAW_EMAIL_FIELDS = ("email_private", "email_business")
+_RAW_PHONE_FIELDS = ("phone_private", "mobile_private", "phone_business", "mobile_business")
+
+
+class Target(msgspec.Struct, kw_only=True):
+    """Who to find: a dealer, and the person ids, normalised e-mails and E.164 numbers that identify them."""
+
+    dealer: str
+    ids: set[str]
+    emails: set[str]
+    phones: set[str]
+
+    def widened(self, rows: Iterable[asyncpg.Record]) -> Target:
+        """The target plus the ids and contact data of the rows found: letters are matched on all of them."""
+        rows = list(rows)
+        return Target(
+            dealer=self.dealer,
+            ids=self.ids | {r["person_id"] for r in rows},
+            emails=self.emails | {r[f] for r in rows for f in EMAIL_FIELDS if r[f]},
+            phones=self.phones | {r[f] for r in rows for f in PHONE_FIELDS if r[f]},
+        )
+
+
+def target_from_args(args: argparse.Namespace) -> Target:
+    """Raises ValueError (value-free message) when the e-mail or phone number does not normalise."""
+    emails: set[str] = set()
+    phones: set[str] = set()
+    if args.email is not None:
+        email, _ = normalise_email(args.email)
+        if email is None:
+            raise ValueError("--email is not an e-mail address the normaliser accepts")
+        emails.add(email)
+    if args.phone is not None:
+        phone = normalise_phone(args.phone).e164
+        if phone is None:
+            raise ValueError("--phone is not a phone number the normaliser accepts")
+        phones.add(phone)
+    return Target(dealer=args.dealer, ids={args.person_id} if args.person_id else set(), emails=emails, phones=phones)
+
+
+# --- which dead letters hold the person (pure) ----------------------------------------------------------------
+
+
+def _person_matches(person: dict[str, Any], target: Target) -> bool:
+    if isinstance(pid := person.get("id"), str) and pid in target.ids:
+        return True
+    emails = {normalise_email(v)[0] for f in _RAW_EMAIL_FIELDS if isinstance(v := person.get(f), str)}
+    phones = {normalise_phone(v).e164 for f in _RAW_PHONE_FIELDS if isinstance(v := person.get(f), str)}
+    return bool(emails & target.emails) or bool(phones & target.phones)
+
+
+def _persons(document: dict[str, Any]) -> list[dict[str, Any]]:
+    appointment = document.get("appointment")
+    persons = appointment.get("persons") if isinstance(appointment, dict) else None
+    return [p for p in persons if isinstance(p, dict)] if isinstance(persons, list) else []
+
+
+def _mentions(value: bytes, target: Target) -> bool:
+    # Not JSON (or not an object): look for the identifiers in the bytes; a hit is reported as a possible match.
+    lowered = value.lower()
+    return any(f'"{i}"'.encode() in value for i in target.ids) or any(e.encode() in lowered for e in target.emails)
+
+
+def holds(letter: Letter, target: Target) -> str | None:
+    """``"yes"`` when the letter's payload holds the person, ``"possibly"`` for an undecodable one, else None."""
+    if not letter.value:
+        return None
+    try:
+        document = msgspec.json.decode(letter.value)
+    except msgspec.DecodeError:
+        document = None
+    if not isinstance(document, dict):
+        return "possibly" if _mentions(letter.value, target) else None
+    if target.dealer not in (document.get("dealer_id"), letter.dealer):
+        return None
+    return "yes" if any(_person_matches(p, target) for p in _persons(document)) else None
+
+
+# --- the database ---------------------------------------------------------------------------------------------
+
+_FIND = f"""
+SELECT person_id, {", ".join(EMAIL_FIELDS + PHONE_FIELDS)} FROM persons
+WHERE dealer_id = $1
+  AND (person_id = ANY($2::text[])
+       OR ARRAY[{", ".join(EMAIL_FIELDS)}] && $3::text[]
+       OR ARRAY[{", ".join(PHONE_FIELDS)}] && $4::text[])
+ORDER BY person_id
+FOR UPDATE
+"""
+
+_CLEAR_ROLE = """
+UPDATE vehicles SET {role} = NULL, updated_at = now()
+WHERE dealer_id = $1 AND {role} = ANY($2::text[])
+"""
+
+_LOCK_VEHICLES = """
+SELECT 1 FROM vehicles
+WHERE dealer_id = $1 AND (driver_id = ANY($2::text[]) OR owner_id = ANY($2::text[]) OR contractor_id = ANY($2::text[]))
+ORDER BY vehicle_key FOR UPDATE
+"""
+
+_CLEAR_APPOINTMENTS = """
+UPDATE appointments
+SET person_ids = ARRAY(SELECT p FROM unnest(person_ids) AS p WHERE NOT p = ANY($2::text[])), updated_at = now()
+WHERE (dealer_id, dms_number) IN (
+    SELECT dealer_id, dms_number FROM appointments
+    WHERE dealer_id = $1 AND person_ids && $2::text[] ORDER BY dms_number FOR UPDATE)
+"""
+
+
+class Erased(msgspec.Struct, kw_only=True):
+    person_ids: list[str]
+    persons: int
+    vehicle_links: dict[str, int]
+    appointment_links: int
+
+
+def _count(status: str) -> int:
+    return int(status.split()[-1])
+
+
+async def erase(conn: asyncpg.Connection[Any], target: Target) -> tuple[Erased, Target]:
+    async with conn.transaction():
+        rows = await conn.fetch(_FIND, target.dealer, sorted(target.ids), sorted(target.emails), sorted(target.phones))
+        wide = target.widened(rows)
+        ids = sorted(wide.ids)
+        persons = _count(
+            await conn.execute("DELETE FROM persons WHERE dealer_id = $1 AND person_id = ANY($2)", target.dealer, ids)
+        )
+        await conn.execute(_LOCK_VEHICLES, target.dealer, ids)
+        links = {
+            role: _count(await conn.execute(_CLEAR_ROLE.format(role=role), target.dealer, ids))
+            for role in ("driver_id", "owner_id", "contractor_id")
+        }
+        appointments = _count(await conn.execute(_CLEAR_APPOINTMENTS, target.dealer, ids))
+    return Erased(person_ids=ids, persons=persons, vehicle_links=links, appointment_links=appointments), wide
+
+
+# --- the command ----------------------------------------------------------------------------------------------
+
+
+async def letters_holding(settings: config.Settings, target: Target) -> list[tuple[Letter, str]]:
+    found: list[tuple[Letter, str]] = []
+    async for letter in read_letters(settings, Filters()):
+        verdict = holds(letter, target)
+        if verdict:
+            found.append((letter, verdict))
+    return found
+
+
+async def run_erase(settings: config.Settings, target: Target) -> tuple[Erased, list[tuple[Letter, str]]]:
+    try:
+        conn = await asyncpg.connect(settings.database_url)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise TransientError(f"database unreachable: {type(exc).__name__}") from None
+    try:
+        erased, wide = await erase(conn, target)
+    finally:
+        await conn.close()
+    return erased, await letters_holding(settings, wide)
+
+
+def render(dealer: str, erased: Erased, letters: list[tuple[Letter, str]], dlq_topic: str) -> str:
+    who = ", ".join(erased.person_ids) or "nobody matched"
+    links = ", ".join(f"{role.removesuffix('_id')} {n}" for role, n in erased.vehicle_links.items())
+    lines = [
+        f"erased from PostgreSQL, dealer {dealer}, person id(s): {who}",
+        f"  persons rows deleted: {erased.persons}",
+        f"  vehicle links cleared: {links}",
+        f"  appointment links cleared: {erased.appointment_links}",
+        f"dead letters in {dlq_topic} still holding the person: {len(letters)}",
+    ]
+    lines += [f"  {letter.coordinates} ({verdict})" for letter, verdict in letters]
+    if letters:
+        lines.append("  they expire with the dead-letter retention; do not replay them (that writes the person back)")
+    lines.append("the source topic keeps the original events until its own retention; erase at the DMS too")
+    return "\n".join(lines)
+
+
+def erase_command(args: argparse.Namespace) -> int:
+    settings = config.from_env()
+    try:
+        target = target_from_args(args)
+    except ValueError as exc:
+        print(f"carsys-ingest erase: {exc}", file=sys.stderr)
+        return 2
+    erased, letters = asyncio.run(run_erase(settings, target))
+    print(render(args.dealer, erased, letters, settings.kafka_dlq_topic))
+    return 0

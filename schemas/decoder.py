@@ -40,11 +40,21 @@ def decode(value: bytes) -> Event:
     try:
         event: Event = _DECODER.decode(value)
     except msgspec.ValidationError as exc:
-        raise ContractError(_newer_version(value) or contract_reason(str(exc))) from None
+        raise _rejected(value, str(exc)) from None
     except msgspec.DecodeError as exc:
         raise DecodeError(f"not valid JSON ({_json_reason(str(exc))})") from None
     _require_finite_prices(event)
     return event
+
+
+def _rejected(value: bytes, message: str) -> DecodeError | ContractError:
+    # msgspec validates while it parses, so '{} x' fails validation before the trailing garbage is seen:
+    # only a value that is JSON throughout is a contract error.
+    try:
+        msgspec.json.decode(value)
+    except msgspec.DecodeError as exc:
+        return DecodeError(f"not valid JSON ({_json_reason(str(exc))})")
+    return ContractError(_newer_version(value) or contract_reason(message))
 
 
 def _require_utf8(value: bytes) -> None:

@@ -1,0 +1,264 @@
+"""The v1 contract: decoder behaviour, value-free error messages, and the JSON Schema in step with the Structs."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schemas.contract import AppointmentDeleted, AppointmentUpserted, record_key
+from schemas.decoder import contract_reason, decode, json_schema, schema_text
+from worker.errors import ContractError, DecodeError
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMAS = ROOT / "schemas"
+EXAMPLES = sorted((SCHEMAS / "examples").glob("*.json"))
+INVALID = sorted((SCHEMAS / "examples" / "invalid").glob("*.json"))
+VALIDATOR = jsonschema.Draft202012Validator(json_schema(), format_checker=jsonschema.FormatChecker())
+
+EXPECTED_REASONS = {
+    "bad-registration-date.json": "$.appointment.vehicle.first_registration_date: expected an ISO date (YYYY-MM-DD)",
+    "dealer-id-too-long.json": "$.dealer_id: must be at most 64 characters",
+    "event-id-not-a-uuid.json": "$.event_id: expected a UUID",
+    "missing-dms-number.json": "$.appointment.dms_number: required field is missing",
+    "occurred-at-without-offset.json": "$.occurred_at: expected an RFC 3339 timestamp with offset (e.g. +01:00 or Z)",
+    "person-id-not-a-string.json": "$.appointment.persons[0].id: expected a string, got an integer",
+    "price-not-a-number.json": "$.appointment.interventions[0].price: expected a decimal number",
+    "schema-version-2.json": "$.schema_version: unsupported schema version (this worker reads version 1)",
+    "unknown-event-type.json": (
+        "$.event_type: unknown event type (expected appointment.upserted or appointment.deleted)"
+    ),
+}
+
+
+def _load(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _rich() -> dict[str, Any]:
+    return _load(SCHEMAS / "examples" / "upsert-rich.json")  # type: ignore[no-any-return]
+
+
+def _encode(doc: Any) -> bytes:
+    return json.dumps(doc, ensure_ascii=False).encode()
+
+
+def _message_or_none(doc: Any) -> str | None:
+    try:
+        decode(_encode(doc))
+    except ContractError as exc:
+        return str(exc)
+    return None
+
+
+def _contract_error(doc: Any) -> str:
+    with pytest.raises(ContractError) as info:
+        decode(_encode(doc))
+    return str(info.value)
+
+
+# --- the checked-in schema and the examples -------------------------------------------------------------------
+
+
+def test_checked_in_schema_is_generated_from_the_structs() -> None:
+    checked_in = (SCHEMAS / "carsys-event.v1.schema.json").read_text(encoding="utf-8")
+    assert checked_in == schema_text(), (
+        "regenerate: .venv/bin/carsys-ingest schema > schemas/carsys-event.v1.schema.json"
+    )
+
+
+def test_schema_is_a_valid_draft_2020_12_schema() -> None:
+    jsonschema.Draft202012Validator.check_schema(json_schema())
+
+
+def test_there_are_examples_of_every_kind() -> None:
+    names = {p.name for p in EXAMPLES}
+    assert {"upsert-rich.json", "upsert-minimal.json", "delete.json"} <= names
+    assert {p.name for p in INVALID} == set(EXPECTED_REASONS)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_is_valid_for_schema_and_decoder(path: Path) -> None:
+    VALIDATOR.validate(_load(path))
+    decode(path.read_bytes())
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.name)
+def test_every_invalid_example_is_rejected_by_schema_and_decoder(path: Path) -> None:
+    assert not VALIDATOR.is_valid(_load(path))
+    with pytest.raises(ContractError) as info:
+        decode(path.read_bytes())
+    assert str(info.value) == EXPECTED_REASONS[path.name]
+
+
+def test_rich_example_has_three_persons_with_all_fields() -> None:
+    persons = _rich()["appointment"]["persons"]
+    assert len(persons) == 3
+    assert all(len(p) == 15 and all(v is not None for k, v in p.items() if k != "company_name") for p in persons)
+
+
+BROKEN: list[tuple[str, Any]] = [
+    ("missing event_id", lambda d: d.pop("event_id")),
+    ("schema_version 0", lambda d: d.update(schema_version=0)),
+    ("schema_version as string", lambda d: d.update(schema_version="1")),
+    ("empty dealer_id", lambda d: d.update(dealer_id="")),
+    ("waiting_customer as string", lambda d: d["appointment"].update(waiting_customer="ja")),
+    ("vehicle as list", lambda d: d["appointment"].update(vehicle=[])),
+    ("person without id", lambda d: d["appointment"]["persons"][0].pop("id")),
+    ("intervention without title", lambda d: d["appointment"]["interventions"][0].pop("title")),
+    ("price NaN string", lambda d: d["appointment"]["interventions"][0].update(price="NaN")),
+    ("date with slashes", lambda d: d["appointment"]["vehicle"].update(apk_due_date="2025/05/02")),
+    ("created_at not a timestamp", lambda d: d["appointment"].update(created_at="gisteren")),
+    ("appointment missing", lambda d: d.pop("appointment")),
+]
+
+
+@pytest.mark.parametrize(("name", "breaks"), BROKEN, ids=[b[0] for b in BROKEN])
+def test_schema_and_decoder_reject_broken_events(name: str, breaks: Any) -> None:
+    doc = _rich()
+    breaks(doc)
+    assert not VALIDATOR.is_valid(doc), name
+    with pytest.raises(ContractError):
+        decode(_encode(doc))
+
+
+# --- decoder behaviour ---------------------------------------------------------------------------------------
+
+
+def test_decodes_upsert_and_delete() -> None:
+    upsert = decode((SCHEMAS / "examples" / "upsert-rich.json").read_bytes())
+    assert isinstance(upsert, AppointmentUpserted)
+    assert len(upsert.appointment.persons) == 3
+    assert record_key(upsert) == b"autobedrijf-de-vries/ 2025-004711 "
+    delete = decode((SCHEMAS / "examples" / "delete.json").read_bytes())
+    assert isinstance(delete, AppointmentDeleted)
+    assert record_key(delete) == b"autobedrijf-de-vries/2025-004711"
+
+
+def test_unknown_fields_are_ignored_everywhere() -> None:
+    doc = _rich()
+    doc["source"] = "carsys-2"
+    doc["appointment"]["mileage_km"] = 120000
+    doc["appointment"]["vehicle"]["colour"] = "blauw"
+    doc["appointment"]["persons"][0]["iban"] = "NL00BANK0123456789"
+    doc["appointment"]["interventions"][0]["vat"] = "21"
+    assert decode(_encode(doc)) == decode(_encode(_rich()))
+    assert VALIDATOR.is_valid(doc)
+
+
+def test_price_as_number_and_as_string_is_an_exact_decimal() -> None:
+    appointment = decode((SCHEMAS / "examples" / "upsert-rich.json").read_bytes()).appointment
+    assert isinstance(appointment, msgspec.Struct)
+    prices = [i.price for i in appointment.interventions]  # type: ignore[attr-defined]
+    assert [str(p) if p is not None else None for p in prices] == ["49.95", "289.00", None]
+
+
+@pytest.mark.parametrize("price", ["NaN", "Infinity", "-Infinity", "sNaN"])
+def test_non_finite_prices_are_contract_errors(price: str) -> None:
+    doc = _rich()
+    doc["appointment"]["interventions"][1]["price"] = price
+    assert _contract_error(doc) == "$.appointment.interventions[1].price: expected a finite decimal number"
+
+
+def test_local_timestamps_are_allowed_in_the_appointment_only() -> None:
+    doc = _rich()
+    doc["appointment"]["created_at"] = "2025-03-14T09:20:00"
+    decode(_encode(doc))
+    doc["occurred_at"] = "2025-03-14T09:20:00"
+    assert _contract_error(doc).startswith("$.occurred_at: expected an RFC 3339 timestamp with offset")
+
+
+@pytest.mark.parametrize("version", [2, 3, 99])
+def test_newer_schema_version_is_a_contract_error_even_when_the_shape_changed(version: int) -> None:
+    doc = {"event_id": "x", "event_type": "appointment.rescheduled", "schema_version": version, "payload": {}}
+    assert _contract_error(doc) == "$.schema_version: unsupported schema version (this worker reads version 1)"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"", "not valid JSON (input data was truncated)"),
+        (b"{", "not valid JSON (input data was truncated)"),
+        (b"{} x", "not valid JSON (trailing characters (byte 4))"),
+        (b'{"a": "\xff"}', "not valid UTF-8 (at byte 7)"),
+        (b"\xfe\xff{}", "not valid UTF-8 (at byte 0)"),
+    ],
+)
+def test_decode_errors(value: bytes, reason: str) -> None:
+    with pytest.raises(DecodeError) as info:
+        decode(value)
+    assert str(info.value) == reason
+
+
+def test_not_an_object_is_a_contract_error() -> None:
+    assert _contract_error([1, 2]) == "$: expected an object, got an array"
+
+
+def test_errors_are_not_chained_to_msgspec_messages() -> None:
+    # msgspec's own message may quote the value; a chained cause would carry it into tracebacks in the logs.
+    doc = _rich()
+    doc["event_type"] = "secret-jan@example.nl"
+    with pytest.raises(ContractError) as info:
+        decode(_encode(doc))
+    assert info.value.__cause__ is None
+    assert info.value.__suppress_context__
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ("Invalid value 'jan@example.nl' - at `$.event_type`", "$.event_type: unknown event type"),
+        ("Invalid enum value 7 - at `$.schema_version`", "$.schema_version: unsupported schema version"),
+        ("Something new 'Jan de Vries' - at `$.appointment.persons[0].last_name`", "invalid value"),
+        ("Expected `str | null`, got `int` - at `$.x`", "$.x: expected a string or null, got an integer"),
+        ("Expected `str` of length >= 1 - at `$.appointment.dms_number`", "must not be empty"),
+        ("Object missing required field `title` - at `$.appointment.interventions[2]`", "[2].title: required"),
+    ],
+)
+def test_contract_reason_translation(message: str, reason: str) -> None:
+    translated = contract_reason(message)
+    assert reason in translated
+    assert "'" not in translated
+
+
+PERSONAL = st.text(min_size=3, max_size=30).filter(lambda s: s.strip() and "$" not in s)
+
+
+@given(value=PERSONAL, field=st.sampled_from(["event_type", "occurred_at", "event_id", "dealer_id", "schema_version"]))
+def test_contract_errors_never_quote_the_value(value: str, field: str) -> None:
+    doc = copy.deepcopy(_RICH)
+    doc[field] = value if field != "dealer_id" else value * 30
+    message = _message_or_none(doc)
+    if message is not None:
+        assert value not in message
+        assert message.startswith(f"$.{field}: ")
+
+
+@given(value=st.one_of(st.integers(), st.text(max_size=20), st.lists(st.integers(), max_size=2), st.booleans()))
+def test_wrong_types_inside_persons_never_leak(value: Any) -> None:
+    doc = copy.deepcopy(_RICH)
+    doc["appointment"]["persons"][1]["email_private"] = value
+    doc["appointment"]["vehicle"]["first_registration_date"] = value
+    message = _message_or_none(doc)
+    if message is None:  # an ISO date string fits both fields
+        return
+    assert message.startswith("$.appointment.")
+    if isinstance(value, str) and len(value) > 2:
+        assert value not in message
+
+
+@given(st.binary(max_size=200))
+def test_decode_raises_only_its_own_errors_on_any_bytes(value: bytes) -> None:
+    with contextlib.suppress(DecodeError, ContractError):
+        decode(value)
+
+
+_RICH = _rich()

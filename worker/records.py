@@ -12,7 +12,7 @@ from typing import Protocol
 import msgspec
 
 from schemas.decoder import decode
-from worker.errors import NormaliseError, PermanentError
+from worker.errors import DecodeError, NormaliseError, PermanentError
 from worker.model import NormalisedEvent
 from worker.normaliser import normalise
 from worker.store import Item, Offset
@@ -48,7 +48,12 @@ def offset_of(record: SourceRecord) -> Offset:
 
 def to_event(value: bytes | None) -> NormalisedEvent:
     """Decode and normalise one record value, raising the PermanentError of the stage that refused it."""
-    event = decode(value or b"")
+    try:
+        event = decode(value or b"")
+    except RecursionError:
+        # msgspec refuses JSON nested deeper than Python's recursion limit (even inside an ignored field) with a
+        # RecursionError: one such record used to crash the worker on every restart, blocking its partition.
+        raise DecodeError("not valid JSON (nested too deeply)") from None
     try:
         return normalise(event)
     except PermanentError:

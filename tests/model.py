@@ -1,0 +1,248 @@
+"""The expected FINAL database state after a set of valid event values, and the check against the real tables.
+
+Computed without the worker's code paths except the contract decoder and the normaliser (what a value *means* is
+theirs to say): the store's semantics, as its docstring states them, are re-derived here from scratch.
+
+- ``applied_events``: exactly the (canonical) event ids of the valid events.
+- ``persons`` / ``vehicles``: per key, the snapshot of the event with the greatest ``(occurred_at, event_id)`` among
+  every event carrying that key, stale or not for its appointment.
+- ``appointments``: per key, the newest event. An upsert gives the whole row and its interventions. A delete gives a
+  tombstone with the delete's bookkeeping; its data columns and interventions are those of *whichever snapshot the
+  row held when the delete won*: none (a tombstone inserted fresh) or one of the older upserts of that key. Which
+  one depends on batch boundaries (an upsert collapsed into the same batch as its delete is never written), so the
+  model accepts exactly that set of candidates and nothing else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from schemas.decoder import decode
+from worker.model import Delete, Person, Upsert, Vehicle
+from worker.normaliser import normalise
+
+Key = tuple[str, ...]
+Version = tuple[dt.datetime, str]
+
+PERSON_COLUMNS = tuple(f for f in Person.__struct_fields__ if f not in ("id", "notes"))
+VEHICLE_COLUMNS = tuple(f for f in Vehicle.__struct_fields__ if f not in ("vehicle_key", "notes"))
+APPOINTMENT_DATA = ("wo_number", "appointment_at", "created_at", "waiting_customer", "vehicle_key", "person_ids")
+CENTS = decimal.Decimal("0.01")
+# A tombstone inserted without any snapshot before it (see APPOINTMENT_DATA and the notes column).
+EMPTY_SNAPSHOT: tuple[Any, ...] = (None, None, None, False, None, [], [])
+
+
+def _notes(notes: Iterable[Any]) -> list[dict[str, str]]:
+    return [msgspec.to_builtins(n) for n in notes]
+
+
+def _price(value: decimal.Decimal | None) -> decimal.Decimal | None:
+    # numeric(12, 2): PostgreSQL rounds half away from zero.
+    return None if value is None else value.quantize(CENTS, rounding=decimal.ROUND_HALF_UP)
+
+
+def canonical(event_id: str) -> str:
+    return str(uuid.UUID(event_id))
+
+
+@dataclass
+class Tombstone:
+    bookkeeping: tuple[Any, ...]  # deleted, deleted_at, occurred_at, event_id
+    # (data columns + notes, interventions) the row may hold: EMPTY_SNAPSHOT or an older upsert's.
+    candidates: list[tuple[tuple[Any, ...], tuple[tuple[Any, ...], ...]]]
+
+
+@dataclass
+class Expected:
+    event_ids: set[str] = field(default_factory=set)
+    persons: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
+    vehicles: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
+    live: dict[Key, tuple[Any, ...]] = field(default_factory=dict)  # data + notes + bookkeeping
+    interventions: dict[Key, tuple[tuple[Any, ...], ...]] = field(default_factory=dict)  # live appointments only
+    tombstones: dict[Key, Tombstone] = field(default_factory=dict)
+
+
+def _snapshot(event: Upsert) -> tuple[tuple[Any, ...], tuple[tuple[Any, ...], ...]]:
+    a = event.appointment
+    vehicle_key = a.vehicle.vehicle_key if a.vehicle is not None else None
+    data = (a.wo_number, a.appointment_at, a.created_at, a.waiting_customer, vehicle_key, [p.id for p in a.persons])
+    eid = canonical(event.event_id)
+    interventions = tuple(
+        (n, i.title, i.description, _price(i.price), event.occurred_at, eid) for n, i in enumerate(a.interventions)
+    )
+    return (*data, _notes(a.notes)), interventions
+
+
+def expected_state(values: Iterable[bytes]) -> Expected:
+    """The model of the tables after every value in ``values`` (each a valid event, any order, repeats allowed)."""
+    events: dict[str, Upsert | Delete] = {}
+    raw_by_id: dict[str, bytes] = {}
+    for value in values:
+        event = normalise(decode(value))
+        eid = canonical(event.event_id)
+        if eid in raw_by_id and raw_by_id[eid] != value:
+            # The store keeps whichever arrives first: a model of that would be a model of delivery order.
+            raise ValueError(f"two different events share event id {eid}: the test data is ambiguous")
+        raw_by_id[eid] = value
+        events[eid] = event
+
+    def version(e: Upsert | Delete) -> Version:
+        return (e.occurred_at, canonical(e.event_id))
+
+    out = Expected(event_ids=set(events))
+    person_versions: dict[Key, Version] = {}
+    vehicle_versions: dict[Key, Version] = {}
+    by_appointment: dict[Key, list[Upsert | Delete]] = {}
+    for eid, event in events.items():
+        if isinstance(event, Delete):
+            by_appointment.setdefault((event.dealer_id, event.dms_number), []).append(event)
+            continue
+        a = event.appointment
+        by_appointment.setdefault((event.dealer_id, a.dms_number), []).append(event)
+        for p in a.persons:
+            pkey = (event.dealer_id, p.id)
+            if pkey not in person_versions or version(event) > person_versions[pkey]:
+                person_versions[pkey] = version(event)
+                row = tuple(getattr(p, c) for c in PERSON_COLUMNS)
+                out.persons[pkey] = (*row, _notes(p.notes), event.occurred_at, eid)
+        v = a.vehicle
+        if v is not None and v.vehicle_key is not None:
+            vkey = (event.dealer_id, v.vehicle_key)
+            if vkey not in vehicle_versions or version(event) > vehicle_versions[vkey]:
+                vehicle_versions[vkey] = version(event)
+                row = tuple(getattr(v, c) for c in VEHICLE_COLUMNS)
+                out.vehicles[vkey] = (*row, _notes(v.notes), event.occurred_at, eid)
+
+    for key, history in by_appointment.items():
+        newest = max(history, key=version)
+        eid = canonical(newest.event_id)
+        if isinstance(newest, Upsert):
+            data, interventions = _snapshot(newest)
+            out.live[key] = (*data, False, None, newest.occurred_at, eid)
+            out.interventions[key] = interventions
+            continue
+        older = [_snapshot(e) for e in history if isinstance(e, Upsert) and version(e) < version(newest)]
+        out.tombstones[key] = Tombstone(
+            bookkeeping=(True, newest.occurred_at, newest.occurred_at, eid),
+            candidates=[(EMPTY_SNAPSHOT, ()), *older],
+        )
+    return out
+
+
+# --- the real tables --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Actual:
+    event_ids: set[str]
+    persons: dict[Key, tuple[Any, ...]]
+    vehicles: dict[Key, tuple[Any, ...]]
+    appointments: dict[Key, tuple[Any, ...]]  # data + notes + deleted, deleted_at, occurred_at, event_id
+    interventions: dict[Key, tuple[tuple[Any, ...], ...]]
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+async def read_tables(conn: Any) -> Actual:
+    """Every row of the four tables and every applied event id (``conn``: an asyncpg connection)."""
+    event_ids = {r[0] for r in await conn.fetch("SELECT event_id::text FROM applied_events")}
+    persons: dict[Key, tuple[Any, ...]] = {}
+    cols = ", ".join(PERSON_COLUMNS)
+    for r in await conn.fetch(f"SELECT dealer_id, person_id, {cols}, notes, occurred_at, event_id::text FROM persons"):
+        row = tuple(r)
+        persons[(row[0], row[1])] = (*row[2:-3], _json(row[-3]), *row[-2:])
+    vehicles: dict[Key, tuple[Any, ...]] = {}
+    cols = ", ".join(VEHICLE_COLUMNS)
+    for r in await conn.fetch(
+        f"SELECT dealer_id, vehicle_key, {cols}, notes, occurred_at, event_id::text FROM vehicles"
+    ):
+        row = tuple(r)
+        vehicles[(row[0], row[1])] = (*row[2:-3], _json(row[-3]), *row[-2:])
+    appointments: dict[Key, tuple[Any, ...]] = {}
+    cols = ", ".join(APPOINTMENT_DATA)
+    for r in await conn.fetch(
+        f"SELECT dealer_id, dms_number, {cols}, notes, deleted, deleted_at, occurred_at, event_id::text "
+        "FROM appointments"
+    ):
+        row = tuple(r)
+        data = list(row[2:8])
+        data[5] = list(data[5])  # person_ids: text[]
+        appointments[(row[0], row[1])] = (*data, _json(row[8]), *row[9:])
+    interventions: dict[Key, list[tuple[Any, ...]]] = {}
+    for r in await conn.fetch(
+        "SELECT dealer_id, dms_number, position, title, description, price, occurred_at, event_id::text "
+        "FROM interventions ORDER BY dealer_id, dms_number, position"
+    ):
+        row = tuple(r)
+        interventions.setdefault((row[0], row[1]), []).append(row[2:])
+    return Actual(event_ids, persons, vehicles, appointments, {k: tuple(v) for k, v in interventions.items()})
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _diff(name: str, expected: Mapping[Any, Any], actual: Mapping[Any, Any], problems: list[str]) -> None:
+    missing = [k for k in expected if k not in actual]
+    extra = [k for k in actual if k not in expected]
+    differ = [k for k in expected if k in actual and expected[k] != actual[k]]
+    if missing or extra or differ:
+        problems.append(
+            f"{name}: {len(missing)} missing, {len(extra)} unexpected, {len(differ)} different "
+            f"(of {len(expected)} expected)"
+        )
+    for k in missing[:3]:
+        problems.append(f"  missing {_short(k)}")
+    for k in extra[:3]:
+        problems.append(f"  unexpected {_short(k)}: {_short(actual[k])}")
+    for k in differ[:3]:
+        problems.append(f"  {_short(k)}:\n    expected {_short(expected[k])}\n    actual   {_short(actual[k])}")
+
+
+def compare(expected: Expected, actual: Actual) -> list[str]:
+    """Every difference between the model and the tables, as readable lines (empty: they are equal)."""
+    problems: list[str] = []
+    missing_ids = expected.event_ids - actual.event_ids
+    extra_ids = actual.event_ids - expected.event_ids
+    if missing_ids or extra_ids:
+        problems.append(f"applied_events: {len(missing_ids)} missing, {len(extra_ids)} unexpected")
+    _diff("persons", expected.persons, actual.persons, problems)
+    _diff("vehicles", expected.vehicles, actual.vehicles, problems)
+    live = {k: v for k, v in actual.appointments.items() if k not in expected.tombstones}
+    _diff("appointments (live)", expected.live, live, problems)
+    live_interventions = {k: v for k, v in actual.interventions.items() if k in expected.live}
+    _diff("interventions (live)", {k: v for k, v in expected.interventions.items() if v}, live_interventions, problems)
+    orphans = [k for k in actual.interventions if k not in actual.appointments]
+    if orphans:
+        problems.append(f"interventions without an appointment: {len(orphans)}")
+    bad_tombstones = []
+    for key, tomb in expected.tombstones.items():
+        row = actual.appointments.get(key)
+        if row is None:
+            bad_tombstones.append(f"  missing tombstone {key}")
+            continue
+        snapshot = (row[: len(EMPTY_SNAPSHOT)], actual.interventions.get(key, ()))
+        if tuple(row[len(EMPTY_SNAPSHOT) :]) != tomb.bookkeeping:
+            bad_tombstones.append(f"  {key}: bookkeeping {_short(row[len(EMPTY_SNAPSHOT) :])} != {tomb.bookkeeping}")
+        elif not any(snapshot == (tuple(c[0]), c[1]) for c in tomb.candidates):
+            bad_tombstones.append(f"  {key}: snapshot {_short(snapshot)} is none of the older upserts")
+    if bad_tombstones:
+        problems.append(f"tombstones: {len(bad_tombstones)} wrong (of {len(expected.tombstones)})")
+        problems += bad_tombstones[:5]
+    return problems
+
+
+def assert_tables_equal(expected: Expected, actual: Actual) -> None:
+    problems = compare(expected, actual)
+    assert not problems, "tables differ from the model:\n" + "\n".join(problems)

@@ -659,6 +659,7 @@ class Options:
     naive_seconds: float
     seed: int
     quick: bool
+    output: Path
 
 
 def options(argv: Sequence[str] | None) -> Options:
@@ -669,6 +670,7 @@ def options(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--latency-seconds", type=float, help="length of the latency run (default 30, quick 3)")
     parser.add_argument("--naive-seconds", type=float, help="time bound of the naive worker (default 30, quick 3)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--output", type=Path, default=RESULTS, help="where the JSON goes (default bench/results)")
     a = parser.parse_args(argv)
     return Options(
         events=a.events or (3000 if a.quick else 120_000),
@@ -677,6 +679,7 @@ def options(argv: Sequence[str] | None) -> Options:
         naive_seconds=a.naive_seconds or (3.0 if a.quick else 30.0),
         seed=a.seed,
         quick=a.quick,
+        output=a.output,
     )
 
 
@@ -701,24 +704,24 @@ async def measure_all(bench: Bench, opts: Options, log_dir: Path) -> dict[str, A
     return results
 
 
-def write(report: dict[str, Any]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write(report: dict[str, Any], directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=2)
-    path = RESULTS / f"worker-{report['timestamp'].replace(':', '')}.json"
+    path = directory / f"worker-{report['timestamp'].replace(':', '')}.json"
     path.write_text(text)
-    (RESULTS / "latest.json").write_text(text)
+    (directory / "latest.json").write_text(text)
     return path
 
 
 async def run(opts: Options, bench: Bench) -> dict[str, Any]:
-    log_dir = RESULTS / "logs"
+    log_dir = opts.output / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     started = machine()
     results = await measure_all(bench, opts, log_dir)
     return {
         "timestamp": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "quick": opts.quick,
-        "options": {**vars(opts), "partitions": PARTITIONS},
+        "options": {**vars(opts), "output": str(opts.output), "partitions": PARTITIONS},
         "machine": {**started, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
         "postgres": await postgres_settings(bench.admin_dsn),
         "stack_started_here": bench.stack.kafka is not None or bench.stack.postgres is not None,
@@ -737,7 +740,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with local_stack() as bench:
         report = asyncio.run(run(opts, bench))
     print(table(report))
-    print(f"written: {write(report)} and {RESULTS / 'latest.json'}")
+    print(f"written: {write(report, opts.output)} and {opts.output / 'latest.json'}")
 
 
 if __name__ == "__main__":

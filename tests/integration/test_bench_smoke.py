@@ -1,0 +1,52 @@
+"""The end-to-end benchmark runs (its figures are not checked: they depend on the machine).
+
+``bench/worker_bench.py --quick`` against this run's stack (KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL from the
+``local_stack`` fixture, so it starts no second stack), writing its JSON into a temporary directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import REPO, devstack
+
+pytestmark = pytest.mark.timeout(180)
+
+MEASUREMENTS = ("worker", "latency", "client_limit", "normalise_only", "database_limit", "naive")
+
+
+def test_worker_bench_quick_run_writes_its_figures(local_stack: devstack.Stack, tmp_path: Path) -> None:
+    env = {**os.environ, **local_stack.env()}
+    result = subprocess.run(
+        [sys.executable, "bench/worker_bench.py", "--quick", "--output", str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "worker / database limit" in result.stdout
+    report = json.loads((tmp_path / "latest.json").read_text())
+    assert len(list(tmp_path.glob("worker-*.json"))) == 1
+    assert report["quick"] is True
+    assert report["stack_started_here"] is False
+    for name in MEASUREMENTS:
+        assert name in report["results"], name
+    for name in ("worker", "client_limit", "normalise_only", "database_limit", "naive"):
+        assert report["results"][name]["events_per_s"] > 0, name
+    worker = report["results"]["worker"]
+    assert worker["db_committed_offsets"] == worker["events"] == worker["kafka_committed_offsets"]
+    assert worker["peak_rss_mib"] > 0
+    assert worker["cpu_seconds"] > 0
+    latency = report["results"]["latency"]
+    assert 0 < latency["p50_ms"] <= latency["p99_ms"]
+    assert set(report["ratios"]) == {"worker_vs_database_limit", "worker_vs_naive", "worker_vs_client_limit"}
+    assert all(value > 0 for value in report["ratios"].values())

@@ -89,13 +89,14 @@ def test_none_is_none_without_notes() -> None:
 _PREFIXES = ("0", "00", "+", "+31", "+31 ", "0031", "0031 ", "+32", "+32 ", "0032", "+31 (0)", "+32 (0)", "+310", "")
 _PREFIXES += ("+44", "0044", "+49 ", "+3106", "00310", "+31-", "(0", "+", "000")
 _SEPARATORS = ("", "", " ", "-", ".", "/", " - ")
+_LEADING = ("6", "20", "10", "88", "85", "800", "900", "97", "4", "47", "2", "3", "9", "1", "66")
 _SUFFIXES = ("", "", "", " (werk)", " privé", " of 020-1234567", " ", "x12", ";ext=3")
 
 
 def _number(r: random.Random) -> str:
     digits = "".join(r.choice("0123456789") for _ in range(r.randint(1, 13)))
     if r.random() < 0.5:
-        digits = r.choice(("6", "20", "10", "88", "85", "800", "900", "97", "4", "47", "2", "3", "9", "1", "66")) + digits
+        digits = r.choice(_LEADING) + digits
     cut = sorted(r.sample(range(1, max(2, len(digits))), k=min(r.randint(0, 3), max(0, len(digits) - 2))))
     parts = [digits[i:j] for i, j in zip([0, *cut], [*cut, len(digits)], strict=True)]
     return r.choice(_PREFIXES) + r.choice(_SEPARATORS).join(parts) + r.choice(_SUFFIXES)

@@ -35,6 +35,7 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
 import sys
 import time
 import urllib.request
@@ -590,6 +591,74 @@ async def measure_naive(bench: Bench, records: Sequence[Record], limit_s: float)
     return {"events": n, "seconds": round(seconds, 3), "events_per_s": round(n / seconds, 1)}
 
 
+# ------------------------------------------------------------------------------------------------ profile
+
+# Where a sample's time goes: the first category whose marker is on its stack, in this order (inner stages first).
+CATEGORIES = (
+    ("decode (schemas/decoder)", "schemas/decoder.py"),
+    ("normalise (worker/normaliser & rules)", "worker/normaliser.py"),
+    ("store: rows, SQL, asyncpg", "worker/store.py"),
+    ("dead letters / commit / metrics", "worker/consumer.py:_commit"),
+    ("kafka client (aiokafka)", "aiokafka/"),
+    ("health/metrics server", "worker/health.py"),
+)
+
+
+def _category(stack: str) -> str:
+    if stack.rsplit(";", 1)[-1].startswith(("select (", "poll (", "epoll", "_run_once (")) and "worker/" not in stack:
+        return "idle: waiting for I/O"
+    for name, marker in CATEGORIES:
+        if marker in stack.replace(" (", ":").replace("/work/main/", ""):
+            return name
+    return "other (event loop, asyncio, start-up)"
+
+
+def summarise_profile(collapsed: Path, top: int = 15) -> dict[str, Any]:
+    """py-spy's collapsed stacks -> share per pipeline stage, and the hottest functions by own time."""
+    stages: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        category = _category(stack)
+        stages[category] = stages.get(category, 0) + n
+        if not category.startswith("idle"):
+            leaf = stack.rsplit(";", 1)[-1].replace("/work/main/", "").split("/site-packages/")[-1]
+            own[leaf] = own.get(leaf, 0) + n
+    share = {k: round(100 * v / max(total, 1), 1) for k, v in sorted(stages.items(), key=lambda kv: -kv[1])}
+    hottest = sorted(own.items(), key=lambda kv: -kv[1])[:top]
+    return {
+        "samples": total,
+        "percent_by_stage": share,
+        "hottest_own_percent": {k: round(100 * v / max(total, 1), 1) for k, v in hottest},
+    }
+
+
+async def profile_worker(bench: Bench, records: Sequence[Record], log_dir: Path) -> dict[str, Any]:
+    """The worker drain again, with py-spy attached (so its rate is not a figure): where its time goes."""
+    spy = REPO / ".venv" / "bin" / "py-spy"
+    topic = await bench.fresh_topic("profile", records)
+    dsn = await bench.fresh_database("profile")
+    worker = Worker(bench, topic, dsn, log_dir / "worker-profile.log")
+    out = log_dir / "profile-worker.collapsed"
+    try:
+        await worker.ready()
+        sampler = await asyncio.create_subprocess_exec(
+            str(spy), "record", "--idle", "--format", "raw", "--rate", "200", "--pid", str(worker.pid),
+            "--output", str(out), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        await watch_drain(worker, bench, len(records), timeout_s=max(120.0, len(records) / 200))
+        sampler.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
+        await sampler.wait()
+    finally:
+        worker.stop()
+    return {**summarise_profile(out), "collapsed_stacks": str(out)}
+
+
 # ------------------------------------------------------------------------------------------------ report
 
 
@@ -660,6 +729,7 @@ class Options:
     seed: int
     quick: bool
     output: Path
+    profile: bool
 
 
 def options(argv: Sequence[str] | None) -> Options:
@@ -670,6 +740,7 @@ def options(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--latency-seconds", type=float, help="length of the latency run (default 30, quick 3)")
     parser.add_argument("--naive-seconds", type=float, help="time bound of the naive worker (default 30, quick 3)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--profile", action="store_true", help="instead: drain N events under py-spy, print hotspots")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where the JSON goes (default bench/results)")
     a = parser.parse_args(argv)
     return Options(
@@ -680,6 +751,7 @@ def options(argv: Sequence[str] | None) -> Options:
         seed=a.seed,
         quick=a.quick,
         output=a.output,
+        profile=a.profile,
     )
 
 
@@ -734,10 +806,31 @@ async def run(opts: Options, bench: Bench) -> dict[str, Any]:
     }
 
 
+async def profile_only(opts: Options, bench: Bench) -> None:
+    log_dir = opts.output / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        summary = await profile_worker(bench, corpus(opts.events, opts.seed), log_dir)
+    finally:
+        await bench.tidy()
+    summary["machine"] = machine()
+    (opts.output / "profile-latest.json").write_text(json.dumps(summary, indent=2))
+    print(f"{summary['samples']} samples of the worker process draining {opts.events} events (py-spy, --idle)")
+    for name, pct in summary["percent_by_stage"].items():
+        print(f"  {pct:5.1f}%  {name}")
+    print("hottest functions, own time:")
+    for name, pct in summary["hottest_own_percent"].items():
+        print(f"  {pct:5.1f}%  {name}")
+    print(f"written: {opts.output / 'profile-latest.json'}; stacks: {summary['collapsed_stacks']}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     opts = options(argv)
     logs.configure("WARNING", "console")  # the in-process Store logs at DEBUG; the table is the output
     with local_stack() as bench:
+        if opts.profile:
+            asyncio.run(profile_only(opts, bench))
+            return
         report = asyncio.run(run(opts, bench))
     print(table(report))
     print(f"written: {write(report, opts.output)} and {opts.output / 'latest.json'}")

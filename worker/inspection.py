@@ -38,7 +38,9 @@ def consumer_for(settings: config.Settings, purpose: str) -> AIOKafkaConsumer:
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str, filters: Filters) -> list[TopicPartition]:
-    await consumer.topics()  # loads the cluster's metadata
+    if topic in await consumer.topics():
+        # Without a subscription the consumer tracks no topic's metadata; aiokafka has no public call for one topic.
+        await consumer._client.add_topic(topic)
     found = consumer.partitions_for_topic(topic)
     if not found:
         raise ConfigError(f"topic {topic} does not exist (KAFKA_DLQ_TOPIC; `carsys-ingest init` creates it)")

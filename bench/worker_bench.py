@@ -604,37 +604,66 @@ CATEGORIES = (
 )
 
 
-def _category(stack: str) -> str:
-    if stack.rsplit(";", 1)[-1].startswith(("select (", "poll (", "epoll", "_run_once (")) and "worker/" not in stack:
+# Frames on (nearly) every stack: they say nothing about where the time goes.
+WRAPPERS = frozenset(
+    {
+        "<module> (worker/cli.py)",
+        "main (worker/cli.py)",
+        "run_command (worker/app.py)",
+        "Consumer.run (worker/consumer.py)",
+        "Consumer._handle (worker/consumer.py)",
+        "Consumer._process_until_done (worker/consumer.py)",
+    }
+)
+
+
+def _category(frames: list[str]) -> str:
+    if "select (selectors.py" in frames[-1]:
         return "idle: waiting for I/O"
+    stack = ";".join(frames).replace(" (", ":")
     for name, marker in CATEGORIES:
-        if marker in stack.replace(" (", ":").replace("/work/main/", ""):
+        if marker in stack:
             return name
     return "other (event loop, asyncio, start-up)"
 
 
+def _function(frame: str) -> str:
+    """'fn (/work/main/worker/x.py:12)' -> 'fn (worker/x.py)': own time per function, not per line."""
+    name, _, where = frame.partition(" (")
+    path = where.rsplit(":", 1)[0].split("/site-packages/")[-1].replace(f"{REPO}/", "")
+    return f"{name} ({path})"
+
+
 def summarise_profile(collapsed: Path, top: int = 15) -> dict[str, Any]:
-    """py-spy's collapsed stacks -> share per pipeline stage, and the hottest functions by own time."""
+    """py-spy's collapsed stacks -> share per pipeline stage, and the hottest functions by own and total time."""
     stages: dict[str, int] = {}
     own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
     total = 0
     for line in collapsed.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        n = int(count)
+        n, frames = int(count), stack.split(";")
         total += n
-        category = _category(stack)
+        category = _category(frames)
         stages[category] = stages.get(category, 0) + n
-        if not category.startswith("idle"):
-            leaf = stack.rsplit(";", 1)[-1].replace("/work/main/", "").split("/site-packages/")[-1]
-            own[leaf] = own.get(leaf, 0) + n
-    share = {k: round(100 * v / max(total, 1), 1) for k, v in sorted(stages.items(), key=lambda kv: -kv[1])}
-    hottest = sorted(own.items(), key=lambda kv: -kv[1])[:top]
+        if category.startswith("idle"):
+            continue
+        leaf = _function(frames[-1])
+        own[leaf] = own.get(leaf, 0) + n
+        for fn in {_function(f) for f in frames if " (worker/" in f or " (schemas/" in f} - WRAPPERS:
+            inclusive[fn] = inclusive.get(fn, 0) + n
+
+    def percent(counts: dict[str, int], limit: int) -> dict[str, float]:
+        ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:limit]
+        return {k: round(100 * v / max(total, 1), 1) for k, v in ranked}
+
     return {
         "samples": total,
-        "percent_by_stage": share,
-        "hottest_own_percent": {k: round(100 * v / max(total, 1), 1) for k, v in hottest},
+        "percent_by_stage": percent(stages, len(stages)),
+        "hottest_own_percent": percent(own, top),
+        "hottest_total_percent": percent(inclusive, top),
     }
 
 
@@ -818,9 +847,10 @@ async def profile_only(opts: Options, bench: Bench) -> None:
     print(f"{summary['samples']} samples of the worker process draining {opts.events} events (py-spy, --idle)")
     for name, pct in summary["percent_by_stage"].items():
         print(f"  {pct:5.1f}%  {name}")
-    print("hottest functions, own time:")
-    for name, pct in summary["hottest_own_percent"].items():
-        print(f"  {pct:5.1f}%  {name}")
+    for key, title in (("hottest_own_percent", "own time"), ("hottest_total_percent", "total time, project code")):
+        print(f"hottest functions, {title}:")
+        for name, pct in summary[key].items():
+            print(f"  {pct:5.1f}%  {name}")
     print(f"written: {opts.output / 'profile-latest.json'}; stacks: {summary['collapsed_stacks']}")
 
 

@@ -276,4 +276,6 @@ async def test_publish_validates_and_keys_by_contract(
     assert code == 0
     assert "published 4 event(s)" in out
     published = await read_all(world.env["KAFKA_BOOTSTRAP_SERVERS"], topic)
-    assert sorted((r.key, r.value) for r in published) == sorted([*records(good), (None, BROKEN[0])], key=str)
+    assert sorted(((r.key, r.value) for r in published), key=str) == sorted(
+        [*records(good), (None, BROKEN[0])], key=str
+    )

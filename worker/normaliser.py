@@ -57,27 +57,29 @@ _APPOINTMENT_ORDER: Final = _field_rank(model.Appointment)
 class _Notes:
     """Collects the notes of one person, vehicle or appointment while its fields are normalised."""
 
-    __slots__ = ("notes",)
+    __slots__ = ("last", "notes", "rank")
 
-    def __init__(self) -> None:
-        self.notes: list[tuple[str, str, str]] = []
+    def __init__(self, rank: dict[str, int]) -> None:
+        self.rank = rank
+        self.last = len(rank)
+        # (rank of the field, arrival, note): sorting these orders notes by field, then as they were made.
+        self.notes: list[tuple[int, int, model.Note]] = []
 
     def add(self, field: str, fixes: Fixes) -> None:
+        notes = self.notes
         for rule, action in fixes:
-            self.notes.append((field, rule, action))
+            notes.append((self.rank.get(field, self.last), len(notes), model.Note(field, rule, action)))
 
     def take(self, field: str, result: Result) -> str | None:
-        for rule, action in result[1]:
-            self.notes.append((field, rule, action))
+        if result[1]:
+            self.add(field, result[1])
         return result[0]
 
-    def sorted(self, rank: dict[str, int]) -> tuple[model.Note, ...]:
+    def sorted(self) -> tuple[model.Note, ...]:
         """In the struct's field order (then in the order they were made), whatever order the rules ran in."""
         notes = self.notes
-        if len(notes) > 1:
-            last = len(rank)
-            notes.sort(key=lambda note: rank.get(note[0], last))  # stable: same-field notes keep their order
-        return tuple([model.Note(field, rule, action) for field, rule, action in notes])
+        notes.sort()
+        return tuple([note for _, _, note in notes])
 
 
 def normalise(event: contract.Event, rules: Rules = FAST) -> model.NormalisedEvent:
@@ -104,7 +106,7 @@ def _aware(value: dt.datetime, field: str, notes: _Notes) -> dt.datetime:
 
 
 def _appointment(a: contract.Appointment, rules: Rules) -> model.Appointment:
-    notes = _Notes()
+    notes = _Notes(_APPOINTMENT_ORDER)
     _unique_person_ids(a.persons)
     return model.Appointment(
         dms_number=_required_id(a.dms_number, "$.appointment.dms_number"),
@@ -115,7 +117,7 @@ def _appointment(a: contract.Appointment, rules: Rules) -> model.Appointment:
         interventions=tuple(_intervention(i, n, notes) for n, i in enumerate(a.interventions)),
         vehicle=None if a.vehicle is None else _vehicle(a.vehicle),
         persons=tuple(_person(p, n, rules) for n, p in enumerate(a.persons)),
-        notes=notes.sorted(_APPOINTMENT_ORDER),
+        notes=notes.sorted(),
     )
 
 
@@ -139,7 +141,7 @@ def _intervention(i: contract.Intervention, n: int, notes: _Notes) -> model.Inte
 
 
 def _vehicle(v: contract.Vehicle) -> model.Vehicle:
-    notes = _Notes()
+    notes = _Notes(_VEHICLE_ORDER)
     plate = normalise_plate(v.license_plate)
     notes.add("license_plate", plate.fixes)
     vin, vin_valid, vin_fixes = normalise_vin(v.vin)
@@ -157,7 +159,7 @@ def _vehicle(v: contract.Vehicle) -> model.Vehicle:
         driver_id=notes.take("driver_id", clean_id(v.driver_id)),
         owner_id=notes.take("owner_id", clean_id(v.owner_id)),
         contractor_id=notes.take("contractor_id", clean_id(v.contractor_id)),
-        notes=notes.sorted(_VEHICLE_ORDER),
+        notes=notes.sorted(),
     )
 
 
@@ -203,7 +205,7 @@ def _first(*values: str | None) -> str | None:
 
 
 def _person(p: contract.Person, n: int, rules: Rules) -> model.Person:
-    notes = _Notes()
+    notes = _Notes(_PERSON_ORDER)
     company_name = notes.take("company_name", clean(p.company_name))
     house_number, addition, house_fixes = normalise_house_number(p.house_number)
     notes.add("house_number", house_fixes)
@@ -237,7 +239,7 @@ def _person(p: contract.Person, n: int, rules: Rules) -> model.Person:
         mobile_business=business.mobile,
         preferred_email=_first(*emails),
         preferred_mobile=_first(*mobiles),
-        notes=notes.sorted(_PERSON_ORDER),
+        notes=notes.sorted(),
     )
 
 

@@ -1,0 +1,172 @@
+"""carsys-ingest erase (AVG/GDPR) against PostgreSQL filled by a real worker, with a dead letter holding the person."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import TopicFactory
+from tests.support import WorkerProcess, eventually, fetch, fetchval, produce, read_all, worker_env
+from worker import cli, samples
+
+pytestmark = pytest.mark.timeout(240)
+
+# Invented, and unlike anything worker.samples generates, so a hit anywhere can only come from these persons.
+ERASED_BY_EMAIL = {
+    "id": "P-ERASE-1",
+    "title": "mevrouw",
+    "first_name": "Wilhelmina",
+    "last_name": "Zwartkruis-Oosterhout",
+    "street": "Zonnebloemhof",
+    "house_number": "17 bis",
+    "postcode": "8911 xq",
+    "city": "LEEUWARDEN",
+    "email_private": "  W.Zwartkruis@Example.NL ",
+    "phone_private": "058-2134567",
+    "mobile_private": "06-39847561",
+    "mobile_business": "+31 6 48291736",
+}
+ERASED_BY_PHONE = {
+    "id": "P-ERASE-2",
+    "first_name": "Reinoud",
+    "last_name": "Klaverblad",
+    "mobile_private": "0031 6 1234 5678",
+}
+ERASED_BY_ID = {"id": "P-ERASE-3", "last_name": "Heemskerkstra", "email_business": "inkoop@heemskerkstra.example"}
+# What must not be anywhere afterwards: raw and normalised forms.
+TRACES = [
+    "P-ERASE-1", "Wilhelmina", "Zwartkruis", "Zonnebloemhof", "8911", "Leeuwarden", "LEEUWARDEN",
+    "w.zwartkruis@example.nl", "2134567", "39847561", "48291736",
+    "P-ERASE-2", "Reinoud", "Klaverblad", "+31612345678", "P-ERASE-3", "Heemskerkstra",
+]  # fmt: skip
+
+
+def with_person(event: dict[str, Any], person: dict[str, Any], role: str) -> dict[str, Any]:
+    event = copy.deepcopy(event)
+    event["event_id"] = str(uuid.uuid4())
+    event["appointment"]["persons"] = [*event["appointment"]["persons"], person]
+    event["appointment"]["vehicle"][role] = person["id"]
+    return event
+
+
+def stream() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    upserts = [
+        e
+        for e in samples.stream(seed=71, events=80)
+        if e["event_type"] == "appointment.upserted" and e["dealer_id"] == "dealer-000" and e["appointment"]["vehicle"]
+    ]
+    # One event per appointment and per vehicle, so every injected role link is the newest of its row.
+    base: list[dict[str, Any]] = []
+    appointments: set[str] = set()
+    vehicles: set[str] = set()
+    for e in upserts:
+        number, vin = e["appointment"]["dms_number"], e["appointment"]["vehicle"]["vin"].replace(" ", "")
+        if number not in appointments and vin not in vehicles:
+            base.append(e)
+            appointments.add(number)
+            vehicles.add(vin)
+    mine = [
+        with_person(base[0], ERASED_BY_EMAIL, "driver_id"),
+        with_person(base[1], ERASED_BY_EMAIL, "owner_id"),
+        with_person(base[2], ERASED_BY_PHONE, "contractor_id"),
+        with_person(base[3], ERASED_BY_ID, "owner_id"),
+    ]
+    future = {**with_person(base[4], ERASED_BY_EMAIL, "driver_id"), "schema_version": 2}
+    return [*base[5:], *mine], future
+
+
+async def dump_all_tables(dsn: str) -> str:
+    tables = await fetch(dsn, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
+    parts = []
+    for row in tables:
+        name = row["table_name"]
+        parts.append(str(await fetchval(dsn, f'SELECT string_agg(t::text, chr(10)) FROM "{name}" t')))
+    return "\n".join(parts)
+
+
+async def erase(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], env: dict[str, str], *args: str
+) -> str:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    assert await asyncio.to_thread(cli.main, ["erase", "--dealer", "dealer-000", *args]) == 0
+    out, err = capsys.readouterr()
+    leaked = [t for t in TRACES[1:] if t in out + err and not t.startswith("P-ERASE")]
+    assert not leaked, "personal data in the erase output"
+    return out
+
+
+async def test_erase_leaves_no_trace_and_lists_dead_letters(
+    kafka_bootstrap: str,
+    fresh_database_url: str,
+    create_topic: TopicFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    topic = await create_topic(f"carsys.{uuid.uuid4().hex[:10]}", partitions=2)
+    await create_topic(f"{topic}.dlq")
+    events, future = stream()
+    await produce(kafka_bootstrap, topic, [(samples.key_of(e), samples.encode(e)) for e in [*events, future]])
+    env = worker_env(bootstrap=kafka_bootstrap, database_url=fresh_database_url, topic=topic, group=topic)
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    try:
+        await eventually(lambda: _applied(fresh_database_url, len(events)), timeout_s=90)
+        await eventually(lambda: _letters(kafka_bootstrap, f"{topic}.dlq", 1))
+    finally:
+        assert worker.stop() == 0
+    before = await dump_all_tables(fresh_database_url)
+    assert all(t in before for t in ("Zwartkruis", "w.zwartkruis@example.nl", "+31612345678", "Heemskerkstra"))
+    persons_before = await fetchval(fresh_database_url, "SELECT count(*) FROM persons")
+
+    out = await erase(monkeypatch, capsys, env, "--email", " W.ZWARTKRUIS@example.nl")
+    assert "person id(s): P-ERASE-1" in out
+    assert "persons rows deleted: 1" in out
+    assert "vehicle links cleared: driver 1, owner 1, contractor 0" in out
+    assert "appointment links cleared: 2" in out
+    assert f"dead letters in {topic}.dlq still holding the person: 1" in out
+    assert f"{topic}.dlq/0/0 (yes)" in out
+
+    out = await erase(monkeypatch, capsys, env, "--phone", "+31 6 12345678")
+    assert "person id(s): P-ERASE-2" in out
+    assert "vehicle links cleared: driver 0, owner 0, contractor 1" in out
+    assert "still holding the person: 0" in out
+    out = await erase(monkeypatch, capsys, env, "--person-id", "P-ERASE-3")
+    assert "persons rows deleted: 1" in out
+
+    after = await dump_all_tables(fresh_database_url)
+    assert [t for t in TRACES if t in after] == []
+    assert await fetchval(fresh_database_url, "SELECT count(*) FROM persons") == persons_before - 3
+    # Everything else stays: appointments and vehicles keep their rows, only the links went.
+    assert await fetchval(fresh_database_url, "SELECT count(*) FROM appointments") == len(events)
+
+    out = await erase(monkeypatch, capsys, env, "--person-id", "P-NOBODY")
+    assert "person id(s): P-NOBODY" in out
+    assert "persons rows deleted: 0" in out
+
+
+async def test_erase_refuses_what_does_not_normalise(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], kafka_bootstrap: str, database_url: str
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert cli.main(["erase", "--dealer", "d", "--email", "not-an-address"]) == 2
+    assert "--email is not an e-mail address" in capsys.readouterr().err
+    assert cli.main(["erase", "--dealer", "d", "--phone", "onbekend"]) == 2
+
+
+async def _applied(dsn: str, n: int) -> bool:
+    try:
+        return int(await fetchval(dsn, "SELECT count(*) FROM applied_events")) == n
+    except Exception:
+        return False
+
+
+async def _letters(bootstrap: str, topic: str, n: int) -> bool:
+    return len(await read_all(bootstrap, topic)) >= n

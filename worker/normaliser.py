@@ -171,37 +171,54 @@ class _Scope(NamedTuple):
     mobile_is_mobile: bool
 
 
+def _move_notes(scope: str) -> dict[str, Fixes]:
+    phone, mobile = f"phone_{scope}", f"mobile_{scope}"
+    return {
+        "swapped_phone": (("phone_type", f"swapped_with_{mobile}"),),
+        "swapped_mobile": (("phone_type", f"swapped_with_{phone}"),),
+        "to_mobile": (("phone_type", f"moved_to_{mobile}"),),
+        "mobile_kept": (("phone_type", f"mobile_kept_{mobile}_taken"),),
+        "to_phone": (("phone_type", f"moved_to_{phone}"),),
+        "landline_kept": (("phone_type", f"landline_kept_{phone}_taken"),),
+    }
+
+
+_MOVE_NOTES: Final = {scope: _move_notes(scope) for scope in ("private", "business")}
+
+
 def _move(p: Phone, m: Phone, scope: str, notes: _Notes) -> _Scope:
     """A mobile number in phone_* moves to an empty mobile_*, a landline in mobile_* to an empty phone_*."""
-    phone_field, mobile_field = f"phone_{scope}", f"mobile_{scope}"
+    phone_field, mobile_field, say = f"phone_{scope}", f"mobile_{scope}", _MOVE_NOTES[scope]
     if p.kind == "mobile" and m.kind == "landline":
         # Both are in each other's place: each target is freed by the other move.
-        notes.add(phone_field, (("phone_type", f"swapped_with_{mobile_field}"),))
-        notes.add(mobile_field, (("phone_type", f"swapped_with_{phone_field}"),))
+        notes.add(phone_field, say["swapped_phone"])
+        notes.add(mobile_field, say["swapped_mobile"])
         return _Scope(m.e164, p.e164, True)
     if p.kind == "mobile":
         if m.e164 is None:
-            notes.add(phone_field, (("phone_type", f"moved_to_{mobile_field}"),))
+            notes.add(phone_field, say["to_mobile"])
             return _Scope(None, p.e164, True)
-        notes.add(phone_field, (("phone_type", f"mobile_kept_{mobile_field}_taken"),))
+        notes.add(phone_field, say["mobile_kept"])
     elif m.kind == "landline":
         if p.e164 is None:
-            notes.add(mobile_field, (("phone_type", f"moved_to_{phone_field}"),))
+            notes.add(mobile_field, say["to_phone"])
             return _Scope(m.e164, None, False)
-        notes.add(mobile_field, (("phone_type", f"landline_kept_{phone_field}_taken"),))
+        notes.add(mobile_field, say["landline_kept"])
     return _Scope(p.e164, m.e164, m.kind == "mobile")
 
 
 def _phones(p: contract.Person, rules: Rules, notes: _Notes) -> tuple[_Scope, _Scope]:
-    fields = ("phone_private", "mobile_private", "phone_business", "mobile_business")
-    phones = [rules.phone(getattr(p, field)) for field in fields]
-    for field, phone in zip(fields, phones, strict=True):
-        notes.add(field, phone.fixes)
-    return _move(phones[0], phones[1], "private", notes), _move(phones[2], phones[3], "business", notes)
+    phone = rules.phone
+    pp, mp, pb, mb = phone(p.phone_private), phone(p.mobile_private), phone(p.phone_business), phone(p.mobile_business)
+    notes.add("phone_private", pp.fixes)
+    notes.add("mobile_private", mp.fixes)
+    notes.add("phone_business", pb.fixes)
+    notes.add("mobile_business", mb.fixes)
+    return _move(pp, mp, "private", notes), _move(pb, mb, "business", notes)
 
 
-def _first(*values: str | None) -> str | None:
-    return next((v for v in values if v is not None), None)
+def _first(a: str | None, b: str | None) -> str | None:
+    return a if a is not None else b
 
 
 def _person(p: contract.Person, n: int, rules: Rules) -> model.Person:

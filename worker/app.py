@@ -21,7 +21,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from worker import config, logs, migrations, retry
 from worker.consumer import Consumer
-from worker.deadletters import DeadLetterProducer, producer_options
+from worker.deadletters import MAX_LETTER_BYTES, DeadLetterProducer, producer_options
 from worker.errors import TransientError
 from worker.health import Health, HealthServer
 from worker.metrics import Metrics
@@ -184,7 +184,12 @@ async def create_topics(
             settings.kafka_dlq_topic,
             num_partitions=1,
             replication_factor=replication,
-            topic_configs={"retention.ms": retention_ms, "cleanup.policy": "delete"},
+            topic_configs={
+                "retention.ms": retention_ms,
+                "cleanup.policy": "delete",
+                # The broker's default (~1 MB) would refuse the letter of a larger record: the partition would stall.
+                "max.message.bytes": str(MAX_LETTER_BYTES),
+            },
         ),
     ]
     admin = AIOKafkaAdminClient(**kafka_options(settings), client_id=f"{settings.kafka_client_id}-init")

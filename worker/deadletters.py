@@ -23,6 +23,10 @@ log = structlog.get_logger(__name__)
 PREFIX = "dlq."
 REPLAY_COUNT = "dlq.replay.count"
 MAX_MESSAGE_CHARS = 500
+# A letter is the source record plus ~1 KB of headers, and the consumer fetches records of up to 8 MB
+# (app.consumer_options): the producer (and the topic, see app.create_topics) must take at least that much, or a
+# large invalid record is refused as MessageSizeTooLarge, retried as a TransientError forever, and blocks its partition.
+MAX_LETTER_BYTES = 16 * 1024 * 1024
 
 
 def worker_version() -> str:
@@ -66,7 +70,7 @@ def letter_headers(
 
 def producer_options() -> dict[str, Any]:
     # A letter is acknowledged by all in-sync replicas, exactly once per send, before the source offset moves.
-    return {"acks": "all", "enable_idempotence": True, "linger_ms": 5}
+    return {"acks": "all", "enable_idempotence": True, "linger_ms": 5, "max_request_size": MAX_LETTER_BYTES}
 
 
 class DeadLetterProducer:

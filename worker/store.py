@@ -111,7 +111,9 @@ def classify(exc: BaseException, context: str) -> IngestError | None:
         state = exc.sqlstate or ""
         if state.startswith(_TRANSIENT_PREFIXES) or state in _TRANSIENT_CODES:
             return TransientError(f"{context}: {type(exc).__name__} (SQLSTATE {state})")
-        if state.startswith(("22", "23")):
+        # 54000: a value too big for an index row (e.g. a 20 kB dms_number); permanent for that record, and
+        # bisecting isolates it like a 22*/23* error instead of the worker crashing on it at every restart.
+        if state.startswith(("22", "23")) or state == "54000":
             return WriteRejected(_describe(exc, context), state)
         return None
     if isinstance(exc, asyncpg_base.DataError):

@@ -433,6 +433,8 @@ class Store:
         on_rejected: RejectedHook | None = None,
     ) -> BatchResult:
         """Write the batch and its offsets in one transaction; retried as a whole on transient errors."""
+        if not items and not extra_offsets:
+            return BatchResult(0, 0, 0)
         outcome = _Outcome()
         async for attempt in self._retrying():
             with attempt:
@@ -448,7 +450,8 @@ class Store:
                 reason=str(err),
             )
         self._batches += 1
-        if self._prune_every and self._batches % self._prune_every == 0:
+        # After the first batch (so that a restarting replica prunes too), then every `prune_every` batches.
+        if self._prune_every and self._batches % self._prune_every == 1 % self._prune_every:
             await self._prune_quietly()
         return BatchResult(outcome.applied, outcome.duplicates, outcome.stale, tuple(outcome.rejected))
 

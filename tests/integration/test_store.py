@@ -434,6 +434,11 @@ def _bad_events(dealer: str) -> dict[str, tuple[Upsert, str, str]]:
             "22021",
             "Geheim",
         ),
+        "lone surrogate the driver cannot encode": (
+            Upsert(ok.event_id, ok.occurred_at, dealer, msgspec_replace(ok.appointment, wo_number="WO\ud800Geheim")),
+            "22000",
+            "Geheim",
+        ),
         "dealer id longer than 64": (upsert("d" * 65 + "Geheim", "A-bad", 1), "22001", "Geheim"),
         "event id not a uuid": (upsert(dealer, "A-bad", 1, event_id="not-a-uuid-Geheim"), "22P02", "Geheim"),
     }

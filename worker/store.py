@@ -2,8 +2,9 @@
 
 Public API::
 
-    store = Store(pool, group_id="carsys-ingest", retention_days=14)
-    result = await store.apply(items, extra_offsets=(), on_rejected=None)   # -> BatchResult
+    store = Store(pool, group_id=..., retention_days=14, retrying=worker.retry.policy, staging="auto",
+                  prune_every=1000)
+    result = await store.apply(items, extra_offsets=(), *, on_rejected=None)   # -> BatchResult
     offsets = await store.stored_offsets(topic)                            # {partition: next offset}
     await store.ping()
     await store.prune()                                                     # also run every `prune_every` batches
@@ -23,7 +24,8 @@ Public API::
 - **Interventions** are replaced as a set whenever a newer upsert of their appointment wins.
 - **Lock order**: tables in a fixed order (applied_events, persons, vehicles, appointments, interventions,
   consumer_offsets), rows in key order inside each statement, so concurrent batches sharing persons or vehicles
-  wait for each other instead of deadlocking.
+  wait for each other instead of deadlocking. Only while bisecting (below) do the halves lock out of global order;
+  a deadlock there is transient and the batch is retried.
 - **Bulk only**: one ``INSERT ... SELECT ... ON CONFLICT`` per table, fed either by ``unnest($1::text[], ...)`` (one
   round trip) or by COPY into a temporary staging table (three round trips, but cheaper per row). ``staging="auto"``
   (default) picks COPY for a table when the batch has at least ``COPY_MIN_ROWS`` rows for it: measured in

@@ -423,6 +423,19 @@ async def test_two_concurrent_writers_with_overlapping_persons_never_deadlock(
     )
 
 
+async def test_the_same_events_applied_by_two_replicas_at_once_apply_once(
+    pool: asyncpg.Pool[asyncpg.Record], dealer: str
+) -> None:
+    # A rebalance can leave a zombie replica writing the batch its successor is also writing.
+    events = [upsert(dealer, f"A-{i}", i, persons=("p1", f"p{i % 7}")) for i in range(300)]
+    batch = items(events)
+    first, second = await asyncio.gather(store(pool).apply(batch), store(pool).apply(batch[::-1]))
+
+    assert first.applied + second.applied == 300
+    assert first.duplicates + second.duplicates == 300
+    assert await pool.fetchval("SELECT count(*) FROM interventions WHERE dealer_id = $1", dealer) == 600
+
+
 def _bad_events(dealer: str) -> dict[str, tuple[Upsert, str, str]]:
     """Each: (an event PostgreSQL must refuse, its SQLSTATE, a fragment of the bad value the message must not quote)."""
     ok = upsert(dealer, "A-bad", 1)

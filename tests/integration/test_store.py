@@ -452,6 +452,11 @@ def _bad_events(dealer: str) -> dict[str, tuple[Upsert, str, str]]:
             "22000",
             "Geheim",
         ),
+        "dms number too big for an index row": (
+            upsert(dealer, "Geheim" + random.Random(1).randbytes(8000).hex(), 1),
+            "54000",
+            "Geheim",
+        ),
         "dealer id longer than 64": (upsert("d" * 65 + "Geheim", "A-bad", 1), "22001", "Geheim"),
         "event id not a uuid": (upsert(dealer, "A-bad", 1, event_id="not-a-uuid-Geheim"), "22P02", "Geheim"),
     }

@@ -33,7 +33,7 @@ Public API::
 - **Offsets**: the next offset per (group, topic, partition) (max offset + 1 over ``items`` and ``extra_offsets``,
   the latter being records dead-lettered or skipped before the store) is written in the same transaction and never
   moves backwards. The consumer resumes from ``stored_offsets``.
-- **Permanent errors** (SQLSTATE 22*, 23*, and values the driver cannot encode) are isolated by bisecting the batch
+- **Permanent errors** (SQLSTATE 22*, 23*, 54000, values the driver cannot encode) are isolated by bisecting the batch
   under savepoints; the offending items come back in ``BatchResult.rejected`` with a ``WriteRejected`` and everything
   else commits. Their offsets are covered too, so dead-letter them: pass ``on_rejected`` (awaited inside the
   transaction, before the commit) to make "dead-lettered" and "offset stored" atomic from the consumer's point of

@@ -18,6 +18,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from worker import config
+from worker.deadletters import MAX_LETTER_BYTES
 from worker.errors import ConfigError, TransientError
 from worker.letters import Filters, Letter, Origin, letter_view, render_summary, render_view, select, summarise
 
@@ -33,7 +34,7 @@ def consumer_for(settings: config.Settings, purpose: str) -> AIOKafkaConsumer:
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        max_partition_fetch_bytes=8 * 1024 * 1024,
+        max_partition_fetch_bytes=MAX_LETTER_BYTES,  # letters are as large as the dead-letter producer allows
     )
 
 

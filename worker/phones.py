@@ -38,12 +38,14 @@ REJECTED: Final[Fix] = ("phone", "rejected")
 FORMATTED: Final[Fix] = ("phone", "formatted")
 
 
-_DROP_NON_DIGITS: Final = str.maketrans("", "", " -./()+")
+def _digits_only(text: str) -> str:
+    # str.translate with a deletion table costs microseconds; four replace() calls cost nanoseconds.
+    return text.replace(" ", "").replace("-", "").replace(".", "").replace("/", "")
 
 
 def _digit_count(span: str) -> int:
     # A span holds only digits and _SPAN's separators: dropping those leaves the digits.
-    return len(span.translate(_DROP_NON_DIGITS))
+    return len(_digits_only(span).replace("(", "").replace(")", "").replace("+", ""))
 
 
 def candidates(text: str) -> list[str]:
@@ -141,7 +143,6 @@ def _region(code: str) -> _Region:
 _METADATA: Final = {code: _region(code) for code in REGIONS}
 _BY_COUNTRY_CODE: Final = {r.country_code: r for r in _METADATA.values()}
 # Only digits, the usual separators and an optional leading "+" take the fast path.
-_DROP_SEPARATORS: Final = str.maketrans("", "", " -./")
 # The international notation with the trunk zero in brackets, "+31 (0)6 ...", common in e-mail signatures.
 _TRUNK_ZERO: Final = re.compile(r"^(\+3[12]) ?\(0\)")
 
@@ -173,7 +174,7 @@ def fast_number(candidate: str) -> tuple[str, Kind] | Literal[False] | None:
     """The common shapes, answered from the metadata; False means "not a common shape, ask phonenumbers"."""
     if "(" in candidate:
         candidate = _TRUNK_ZERO.sub(r"\1 0", candidate, count=1)
-    digits = candidate.translate(_DROP_SEPARATORS)
+    digits = _digits_only(candidate)
     international = digits.startswith("+")
     if international:
         digits = digits[1:]
@@ -233,19 +234,25 @@ _PLAIN: Final = re.compile(
     r"(?:\+(?P<cc>3[12])(?: ?\(0\) ?|[ \-./]?0?)|00(?P<cc00>3[12])[ \-./]?0?|0)(?P<rest>[1-9][0-9 \-./]*[0-9])"
 )
 _FORMATTED_ONLY: Final = (FORMATTED,)
-_REJECTED_ONLY: Final = (REJECTED,)
+_REJECTED_PHONE: Final = Phone(None, None, (REJECTED,))
+
+
+def _phone(e164: str, kind: Kind, fixes: Fixes) -> Phone:
+    # NamedTuple's generated __new__ is Python code; building the tuple directly is several times cheaper and
+    # this runs for every phone field of every event.
+    return tuple.__new__(Phone, (e164, kind, fixes))
 
 
 def _plain(text: str) -> Phone | None:
     m = _PLAIN.fullmatch(text)
     if m is None:
         return None
-    national = m["rest"].translate(_DROP_SEPARATORS)
+    national = _digits_only(m["rest"])
     cc = m["cc"] or m["cc00"]
     found = _fast_national(national) if cc is None else _in_region(_BY_COUNTRY_CODE[cc], national)
     if found is None:
-        return Phone(None, None, _REJECTED_ONLY)
-    return Phone(found[0], found[1], () if found[0] == text else _FORMATTED_ONLY)
+        return _REJECTED_PHONE
+    return _phone(found[0], found[1], () if found[0] == text else _FORMATTED_ONLY)
 
 
 def _in_region(region: _Region, national: str) -> tuple[str, Kind] | None:

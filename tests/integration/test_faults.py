@@ -552,3 +552,160 @@ async def test_poison_corpus_each_kind_dead_lettered_or_stored_verbatim(run: Run
     expected_ids = {model.canonical(json.loads(k.value)["event_id"]) for k in kinds if k.stage is None and k.value}
     stored_ids = {r["id"] for r in await fetch(run.dsn, "SELECT event_id::text AS id FROM applied_events")}
     assert expected_ids <= stored_ids
+
+
+async def kill_mid_transaction(worker: WorkerProcess, dsn: str, *, timeout_s: float = 20) -> bool:
+    """SIGKILL the worker while one of its PostgreSQL sessions is inside a transaction (True), or at the timeout."""
+    admin = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if await worker_backends_in_transaction(admin, dsn, terminate=False):
+                worker.kill()
+                return True
+            await asyncio.sleep(0.005)
+    finally:
+        await admin.close()
+    worker.kill()
+    return False
+
+
+async def test_kill_9_mid_batch_repeatedly_then_restart(run: Run) -> None:
+    stream = scenario_stream(seed=31, events=4000)
+    await produce(run.bootstrap, run.topic, stream.records)
+    total = len(stream.records)
+    kills, mid_transaction = 0, 0
+    for round_ in range(4):
+        worker = run.start(f"killed-{round_}", BATCH_MAX_RECORDS="250")
+        floor = await applied(run.dsn)
+        await until(
+            lambda floor=floor: _above(applied(run.dsn), floor + 150),
+            timeout_s=120,
+            workers=[worker],
+            what="making progress before the kill",
+        )
+        mid_transaction += await kill_mid_transaction(worker, run.dsn)
+        kills += 1
+        assert sum((await stored_offsets(run.dsn, run.topic)).values()) < total, "killed after the end: no fault"
+    last = run.start("survivor")
+    await run.until_consumed(workers=[last])
+    assert run.stop_all() == [0]
+    figures = await run.verify(stream)
+    resumed = sum(w.log_text().count("resuming from PostgreSQL's offset") for w in run.workers)
+    print(
+        f"[faults] kill -9: {kills} kills, {mid_transaction} inside a transaction, {resumed} resumes from PG, {figures}"
+    )
+    assert mid_transaction >= 1
+
+
+async def _above(value: Awaitable[int], floor: int) -> bool:
+    return await value > floor
+
+
+async def test_postgres_stopped_30s_and_backends_terminated_mid_transaction(run: Run, local_stack: Any) -> None:
+    if local_stack.postgres is None:
+        pytest.skip("DATABASE_URL points at a server this test cannot stop")
+    stream = scenario_stream(seed=41, events=3000)
+    third = len(stream.records) // 3
+    await produce(run.bootstrap, run.topic, stream.records[:third])
+    worker = run.start("w", BATCH_MAX_RECORDS="200")
+    await until(lambda: _above(applied(run.dsn), 100), timeout_s=120, workers=[worker], what="first progress")
+    admin = await asyncpg.connect(run.dsn)
+    terminated = 0
+    try:
+        producing = asyncio.create_task(produce(run.bootstrap, run.topic, stream.records[third : 2 * third]))
+        deadline = time.monotonic() + 60
+        while terminated < 3 and time.monotonic() < deadline:
+            terminated += await worker_backends_in_transaction(admin, run.dsn, terminate=True)
+            await asyncio.sleep(0.01)
+        await producing
+    finally:
+        await admin.close()
+    assert terminated >= 3, "never caught the worker inside a transaction"
+    # A clean ("fast") stop: the test server runs with synchronous_commit=off, so an immediate stop could drop
+    # commits that were already acknowledged -- a property of that setting, not of the worker.
+    local_stack.postgres.stop("fast")
+    try:
+        await produce(run.bootstrap, run.topic, stream.records[2 * third :])
+        await asyncio.sleep(30)
+        assert worker.alive
+    finally:
+        local_stack.postgres.start()
+    await run.until_consumed(workers=[worker])
+    _, metrics = worker.get("/metrics")
+    assert run.stop_all() == [0]
+    figures = await run.verify(stream)
+    retries = next(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("carsys_retries_total "))
+    assert retries > 0
+    print(f"[faults] postgres: {terminated} backends terminated in a transaction, 30 s down, {retries:.0f} retries")
+
+
+async def test_kafka_broker_restarted_mid_stream(run: Run, local_stack: Any) -> None:
+    if local_stack.kafka is None:
+        pytest.skip("KAFKA_BOOTSTRAP_SERVERS points at a broker this test cannot restart")
+    import stack as devstack  # dev/, put on sys.path by tests/conftest.py
+
+    stream = scenario_stream(seed=51, events=3000)
+    half = len(stream.records) // 2
+    await produce(run.bootstrap, run.topic, stream.records[:half])
+    worker = run.start("w", BATCH_MAX_RECORDS="200")
+    await until(lambda: _above(applied(run.dsn), 200), timeout_s=120, workers=[worker], what="first progress")
+    started = time.monotonic()
+    local_stack.kafka.stop()
+    await asyncio.sleep(5)
+    local_stack.kafka.start(devstack.kafka_libs())
+    restart_s = time.monotonic() - started
+    assert worker.alive
+    await produce(run.bootstrap, run.topic, stream.records[half:])
+    await run.until_consumed(workers=[worker])
+    assert run.stop_all() == [0]
+    figures = await run.verify(stream)
+    print(f"[faults] broker restart: down and up again in {restart_s:.1f}s, {figures}")
+
+
+async def scale_1_3_1(run: Run, events: int, seed: int) -> None:
+    stream = scenario_stream(seed=seed, events=events)
+    chunks = [stream.records[i : i + 500] for i in range(0, len(stream.records), 500)]
+
+    async def offer() -> None:
+        # A steady stream, so that every rebalance finds batches in flight.
+        for chunk in chunks:
+            await produce(run.bootstrap, run.topic, chunk)
+            await asyncio.sleep(0.2)
+
+    started = time.monotonic()
+    producing = asyncio.create_task(offer())
+    first = run.start("first")
+    await until(lambda: _above(applied(run.dsn), events // 10), timeout_s=180, workers=[first], what="1 replica")
+    extra = [run.start("second"), run.start("third")]
+    for w in extra:
+        # Each newcomer must really take partitions over (and consume) before it leaves again.
+        await until(
+            lambda w=w: _metric_above(w, "carsys_events_consumed_total", 0),
+            timeout_s=180,
+            workers=[first, *extra],
+            what="3 replicas sharing the partitions",
+        )
+    await until(lambda: _above(applied(run.dsn), events // 2), timeout_s=300, workers=[first, *extra], what="3 up")
+    assert [w.stop() for w in extra] == [0, 0]
+    await producing
+    await run.until_consumed(workers=[first], timeout_s=600)
+    assert run.stop_all() == [0]
+    figures = await run.verify(stream)
+    print(f"[faults] scale 1->3->1: {figures}, {time.monotonic() - started:.0f}s")
+
+
+async def _metric_above(worker: WorkerProcess, name: str, floor: float) -> bool:
+    _, body = worker.get("/metrics")
+    values = [float(line.split()[-1]) for line in body.splitlines() if line.startswith(name + " ")]
+    return bool(values) and values[0] > floor
+
+
+async def test_replicas_scaled_1_3_1_during_a_run(run: Run) -> None:
+    await scale_1_3_1(run, events=6000, seed=61)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+async def test_replicas_scaled_1_3_1_during_a_large_run(run: Run) -> None:
+    await scale_1_3_1(run, events=40_000, seed=62)

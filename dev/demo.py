@@ -24,7 +24,7 @@ import stack as devstack
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.support import produce, read_all  # noqa: E402
+from tests.support import produce  # noqa: E402
 from worker import samples  # noqa: E402
 
 TOPIC = "carsys.appointments"
@@ -92,15 +92,6 @@ async def show_tables(dsn: str) -> None:
         await conn.close()
 
 
-async def show_dead_letters(bootstrap: str) -> None:
-    letters = await read_all(bootstrap, f"{TOPIC}.dlq")
-    say(f"dead letters in {TOPIC}.dlq: {len(letters)}")
-    for letter in letters:
-        h = {k: v.decode(errors="replace") for k, v in letter.headers}
-        where = f"offset {h['dlq.original.offset']:>4}  {h['dlq.stage']:<9} {h['dlq.error.class']:<14}"
-        print(f"   {where} {h['dlq.error.message']}")
-
-
 def run_cli(env: dict[str, str], *args: str) -> None:
     subprocess.run([*CLI, *args], env=env, check=True, cwd=REPO)
 
@@ -129,7 +120,10 @@ async def demo(stack: devstack.Stack, log_path: Path) -> None:
         await wait_consumed(stack.database_url, len(records))
         say("what landed in PostgreSQL")
         await show_tables(stack.database_url)
-        await show_dead_letters(stack.kafka_bootstrap)
+        say(f"carsys-ingest dlq list: the dead letters in {TOPIC}.dlq (see the README's runbook to replay them)")
+        run_cli(env, "dlq", "list")
+        say("carsys-ingest dlq show --stage decode: one letter, values redacted")
+        run_cli(env, "dlq", "show", "--stage", "decode", "--limit", "1")
     finally:
         worker.send_signal(signal.SIGTERM)
         code = worker.wait(60)

@@ -11,7 +11,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import cast
 
-from worker.errors import ConfigError
+from aiokafka.errors import KafkaError
+
+from worker.errors import ConfigError, MigrationError, TransientError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -119,6 +121,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"carsys-ingest: configuration error: {exc}", file=sys.stderr)
         return 2
+    except MigrationError as exc:
+        print(f"carsys-ingest: migrations refused: {exc}", file=sys.stderr)
+        return 2
+    except (TransientError, OSError, KafkaError) as exc:
+        # A server that is down is an operator's problem to see, not a traceback to read.
+        print(f"carsys-ingest: a server is unreachable ({type(exc).__name__}): try again later", file=sys.stderr)
+        return 4
 
 
 if __name__ == "__main__":

@@ -58,3 +58,7 @@ class WriteRejected(PermanentError):
 
 class ConfigError(IngestError):
     """The environment does not describe a runnable worker; the message names the variable."""
+
+
+class MigrationError(IngestError):
+    """The migrations cannot be applied as they are (changed applied file, bad file name)."""

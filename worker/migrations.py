@@ -26,6 +26,7 @@ import asyncpg
 import msgspec
 
 from worker.config import database_url_from_env
+from worker.errors import MigrationError
 
 # pg_advisory_lock key: any constant shared by every replica; derived from the name so it does not collide with
 # keys other software may use in the same database.
@@ -40,10 +41,6 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at  timestamptz NOT NULL DEFAULT now()
 )
 """
-
-
-class MigrationError(Exception):
-    """The migrations cannot be applied as they are (changed applied file, bad file name)."""
 
 
 class Migration(msgspec.Struct, frozen=True):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import re
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -84,11 +85,19 @@ class _Notes:
 
 def normalise(event: contract.Event, rules: Rules = FAST) -> model.NormalisedEvent:
     """The canonical form of one contract event. Raises NormaliseError when it holds nothing storable."""
-    event_id = str(uuid.UUID(event.event_id))
+    event_id = _canonical_uuid(event.event_id)
     if isinstance(event, contract.AppointmentDeleted):
         dms_number = _required_id(event.appointment.dms_number, "$.appointment.dms_number")
         return model.Delete(event_id, event.occurred_at, event.dealer_id, dms_number)
     return model.Upsert(event_id, event.occurred_at, event.dealer_id, _appointment(event.appointment, rules))
+
+
+_CANONICAL_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _canonical_uuid(value: str) -> str:
+    # Most producers already send the canonical form; uuid.UUID() costs more than the check.
+    return value if _CANONICAL_UUID.fullmatch(value) else str(uuid.UUID(value))
 
 
 def _required_id(value: str, path: str) -> str:

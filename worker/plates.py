@@ -34,8 +34,11 @@ class Plate(NamedTuple):
     fixes: Fixes
 
 
+_SHAPE: Final = str.maketrans("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", "D" * 10 + "L" * 26)
+
+
 def _shape(compact: str) -> str:
-    return "".join("D" if c.isdigit() else "L" for c in compact)
+    return compact.translate(_SHAPE)
 
 
 def dutch_plate(compact: str) -> str | None:

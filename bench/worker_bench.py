@@ -36,6 +36,7 @@ import json
 import os
 import platform
 import signal
+import subprocess
 import sys
 import time
 import urllib.request
@@ -386,6 +387,7 @@ async def measure_worker(bench: Bench, records: Sequence[Record], log_dir: Path)
         "applied": int(m.get("carsys_events_applied_total", 0)),
         "stale": int(m.get("carsys_events_stale_total", 0)),
         "duplicates": int(m.get("carsys_events_duplicate_total", 0)),
+        "dead_lettered": int(sum(v for k, v in m.items() if k.startswith("carsys_events_dead_lettered_total"))),
         "db_committed_offsets": int(await fetchval(dsn, "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets")),
         "kafka_committed_offsets": await committed_total(bench.bootstrap, topic, topic),
         "scrape_resolution_s": 0.05,
@@ -502,8 +504,8 @@ async def measure_client_limit(bench: Bench, records: Sequence[Record]) -> dict[
     topic = await bench.fresh_topic("client", records)
     settings = bench.settings(topic, "postgresql://unused/unused")
     consumer = AIOKafkaConsumer(**consumer_options(settings))
-    consumer.subscribe([topic])
     await consumer.start()
+    consumer.subscribe([topic])
     n, start = 0, 0.0
     try:
         while n < len(records):
@@ -572,9 +574,9 @@ async def measure_naive(bench: Bench, records: Sequence[Record], limit_s: float)
     dsn = await bench.fresh_database("naive")
     settings = bench.settings(topic, dsn)
     consumer = AIOKafkaConsumer(**consumer_options(settings))
-    consumer.subscribe([topic])
     async with store_on(dsn, settings) as store:
         await consumer.start()
+        consumer.subscribe([topic])
         n, start = 0, 0.0
         try:
             while n < len(records) and (not start or time.monotonic() - start < limit_s):
@@ -713,8 +715,18 @@ async def postgres_settings(admin_dsn: str) -> dict[str, str]:
         await conn.close()
 
 
+def source_state() -> dict[str, Any]:
+    """What was measured: the commit and any uncommitted changes (the working tree is shared while we run)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
+
+    dirty = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+    return {"commit": git("rev-parse", "HEAD"), "modified_files": dirty}
+
+
 def ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
-    return round(a["events_per_s"] / b["events_per_s"], 2)
+    return round(float(a["events_per_s"]) / float(b["events_per_s"]), 2)
 
 
 def table(report: dict[str, Any]) -> str:
@@ -817,7 +829,7 @@ def write(report: dict[str, Any], directory: Path) -> Path:
 async def run(opts: Options, bench: Bench) -> dict[str, Any]:
     log_dir = opts.output / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    started = machine()
+    started, source = machine(), source_state()
     results = await measure_all(bench, opts, log_dir)
     return {
         "timestamp": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -825,6 +837,7 @@ async def run(opts: Options, bench: Bench) -> dict[str, Any]:
         "options": {**vars(opts), "output": str(opts.output), "partitions": PARTITIONS},
         "machine": {**started, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
         "postgres": await postgres_settings(bench.admin_dsn),
+        "source": source,
         "stack_started_here": bench.stack.kafka is not None or bench.stack.postgres is not None,
         "results": results,
         "ratios": {
@@ -842,7 +855,7 @@ async def profile_only(opts: Options, bench: Bench) -> None:
         summary = await profile_worker(bench, corpus(opts.events, opts.seed), log_dir)
     finally:
         await bench.tidy()
-    summary["machine"] = machine()
+    summary["machine"], summary["source"] = machine(), source_state()
     (opts.output / "profile-latest.json").write_text(json.dumps(summary, indent=2))
     print(f"{summary['samples']} samples of the worker process draining {opts.events} events (py-spy, --idle)")
     for name, pct in summary["percent_by_stage"].items():

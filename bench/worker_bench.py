@@ -807,11 +807,14 @@ async def measure_all(bench: Bench, opts: Options, log_dir: Path) -> dict[str, A
         ("database_limit", lambda: measure_database_limit(bench, items)),
         ("naive", lambda: measure_naive(bench, records[:50_000], opts.naive_seconds)),
     ]
+    load = round(os.getloadavg()[0], 2)
     items, results["normalise_only"] = normalised_items(records)
+    results["normalise_only"]["load_average_1m_at_start"] = load
     for name, step in steps:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        load = round(os.getloadavg()[0], 2)
         try:
-            results[name] = await step()
+            results[name] = {**await step(), "load_average_1m_at_start": load}
         finally:
             await bench.tidy()
     return results

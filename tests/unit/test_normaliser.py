@@ -509,3 +509,16 @@ PERSONS = st.fixed_dictionaries(
 def test_whole_events_never_raise_and_fast_equals_reference(person: dict[str, Any], vehicle: dict[str, Any]) -> None:
     event = _upsert(persons=[person], vehicle=vehicle)
     assert normalise(event, FAST) == normalise(event, REFERENCE)
+
+
+def test_amsterdam_zone_loads_without_the_system_time_zone_database() -> None:
+    # Slim images may ship without /usr/share/zoneinfo; the tzdata package must be enough.
+    import zoneinfo
+
+    saved = zoneinfo.TZPATH
+    zoneinfo.reset_tzpath(to=[])
+    try:
+        zone = zoneinfo.ZoneInfo.no_cache("Europe/Amsterdam")
+    finally:
+        zoneinfo.reset_tzpath(to=saved)
+    assert dt.datetime(2025, 7, 1, tzinfo=zone).utcoffset() == dt.timedelta(hours=2)

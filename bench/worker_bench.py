@@ -32,6 +32,7 @@ import asyncio
 import bisect
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -77,7 +78,9 @@ Record = tuple[bytes, bytes]
 
 def corpus(n: int, seed: int) -> list[Record]:
     """N realistic events as (key, value), about 3 events per appointment; cached, as generating is slow."""
-    path = RESULTS / f".corpus-{seed}-{n}.msgpack"
+    # Keyed by the generator's source too: a changed worker/samples.py must not be benchmarked with old events.
+    version = hashlib.sha256(Path(samples.__file__).read_bytes()).hexdigest()[:10]
+    path = RESULTS / f".corpus-{seed}-{n}-{version}.msgpack"
     if path.exists():
         return [(k, v) for k, v in msgspec.msgpack.decode(path.read_bytes())]
     dealers = max(3, n // 4000)

@@ -145,4 +145,5 @@ Event = AppointmentUpserted | AppointmentDeleted
 
 def record_key(event: Event) -> bytes:
     """The Kafka key of an event: all events of one appointment land on one partition, in order."""
-    return f"{event.dealer_id}/{event.appointment.dms_number}".encode()
+    # The worker knows an appointment by its trimmed DMS number, so " 42" and "42" must share a partition too.
+    return f"{event.dealer_id}/{event.appointment.dms_number.strip()}".encode()

@@ -137,7 +137,7 @@ def test_decodes_upsert_and_delete() -> None:
     upsert = decode((SCHEMAS / "examples" / "upsert-rich.json").read_bytes())
     assert isinstance(upsert, AppointmentUpserted)
     assert len(upsert.appointment.persons) == 3
-    assert record_key(upsert) == b"autobedrijf-de-vries/ 2025-004711 "
+    assert record_key(upsert) == b"autobedrijf-de-vries/2025-004711"  # dms_number " 2025-004711 " trimmed
     delete = decode((SCHEMAS / "examples" / "delete.json").read_bytes())
     assert isinstance(delete, AppointmentDeleted)
     assert record_key(delete) == b"autobedrijf-de-vries/2025-004711"

@@ -81,8 +81,7 @@ def _snapshot(event: Upsert) -> tuple[tuple[Any, ...], tuple[tuple[Any, ...], ..
     return (*data, _notes(a.notes)), interventions
 
 
-def expected_state(values: Iterable[bytes]) -> Expected:
-    """The model of the tables after every value in ``values`` (each a valid event, any order, repeats allowed)."""
+def _decode_all(values: Iterable[bytes]) -> dict[str, Upsert | Delete]:
     events: dict[str, Upsert | Delete] = {}
     raw_by_id: dict[str, bytes] = {}
     for value in values:
@@ -93,43 +92,54 @@ def expected_state(values: Iterable[bytes]) -> Expected:
             raise ValueError(f"two different events share event id {eid}: the test data is ambiguous")
         raw_by_id[eid] = value
         events[eid] = event
+    return events
 
-    def version(e: Upsert | Delete) -> Version:
-        return (e.occurred_at, canonical(e.event_id))
 
-    out = Expected(event_ids=set(events))
-    person_versions: dict[Key, Version] = {}
-    vehicle_versions: dict[Key, Version] = {}
-    by_appointment: dict[Key, list[Upsert | Delete]] = {}
-    for eid, event in events.items():
-        if isinstance(event, Delete):
-            by_appointment.setdefault((event.dealer_id, event.dms_number), []).append(event)
-            continue
-        a = event.appointment
-        by_appointment.setdefault((event.dealer_id, a.dms_number), []).append(event)
+def _version(event: Upsert | Delete) -> Version:
+    return (event.occurred_at, canonical(event.event_id))
+
+
+def _newest_rows(out: Expected, events: Iterable[Upsert]) -> None:
+    """persons and vehicles: the newest snapshot per key over every event carrying it."""
+    versions: dict[tuple[str, Key], Version] = {}
+
+    def offer(table: dict[Key, tuple[Any, ...]], key: Key, event: Upsert, row: tuple[Any, ...]) -> None:
+        current = versions.get((str(id(table)), key))
+        if current is None or _version(event) > current:
+            versions[(str(id(table)), key)] = _version(event)
+            table[key] = row
+
+    for event in events:
+        eid, a = canonical(event.event_id), event.appointment
         for p in a.persons:
-            pkey = (event.dealer_id, p.id)
-            if pkey not in person_versions or version(event) > person_versions[pkey]:
-                person_versions[pkey] = version(event)
-                row = tuple(getattr(p, c) for c in PERSON_COLUMNS)
-                out.persons[pkey] = (*row, _notes(p.notes), event.occurred_at, eid)
+            row = tuple(getattr(p, c) for c in PERSON_COLUMNS)
+            offer(out.persons, (event.dealer_id, p.id), event, (*row, _notes(p.notes), event.occurred_at, eid))
         v = a.vehicle
         if v is not None and v.vehicle_key is not None:
-            vkey = (event.dealer_id, v.vehicle_key)
-            if vkey not in vehicle_versions or version(event) > vehicle_versions[vkey]:
-                vehicle_versions[vkey] = version(event)
-                row = tuple(getattr(v, c) for c in VEHICLE_COLUMNS)
-                out.vehicles[vkey] = (*row, _notes(v.notes), event.occurred_at, eid)
+            row = tuple(getattr(v, c) for c in VEHICLE_COLUMNS)
+            offer(
+                out.vehicles, (event.dealer_id, v.vehicle_key), event, (*row, _notes(v.notes), event.occurred_at, eid)
+            )
 
+
+def expected_state(values: Iterable[bytes]) -> Expected:
+    """The model of the tables after every value in ``values`` (each a valid event, any order, repeats allowed)."""
+    events = _decode_all(values)
+    out = Expected(event_ids=set(events))
+    _newest_rows(out, (e for e in events.values() if isinstance(e, Upsert)))
+    by_appointment: dict[Key, list[Upsert | Delete]] = {}
+    for event in events.values():
+        dms_number = event.dms_number if isinstance(event, Delete) else event.appointment.dms_number
+        by_appointment.setdefault((event.dealer_id, dms_number), []).append(event)
     for key, history in by_appointment.items():
-        newest = max(history, key=version)
+        newest = max(history, key=_version)
         eid = canonical(newest.event_id)
         if isinstance(newest, Upsert):
             data, interventions = _snapshot(newest)
             out.live[key] = (*data, False, None, newest.occurred_at, eid)
             out.interventions[key] = interventions
             continue
-        older = [_snapshot(e) for e in history if isinstance(e, Upsert) and version(e) < version(newest)]
+        older = [_snapshot(e) for e in history if isinstance(e, Upsert) and _version(e) < _version(newest)]
         out.tombstones[key] = Tombstone(
             bookkeeping=(True, newest.occurred_at, newest.occurred_at, eid),
             candidates=[(EMPTY_SNAPSHOT, ()), *older],

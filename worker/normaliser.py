@@ -46,41 +46,26 @@ FAST: Final = Rules(normalise_phone, normalise_email)
 REFERENCE: Final = Rules(normalise_phone_reference, normalise_email_reference)
 
 
-def _field_rank(struct: type[msgspec.Struct]) -> dict[str, int]:
-    return {name: i for i, name in enumerate(struct.__struct_fields__)}
-
-
-_PERSON_ORDER: Final = _field_rank(model.Person)
-_VEHICLE_ORDER: Final = _field_rank(model.Vehicle)
-_APPOINTMENT_ORDER: Final = _field_rank(model.Appointment)
-
-
 class _Notes:
-    """Collects the notes of one person, vehicle or appointment while its fields are normalised."""
+    """Collects the notes of one person, vehicle or appointment while its fields are normalised. The fields are
+    normalised in the struct's field order, so the notes come out in that order without sorting."""
 
-    __slots__ = ("last", "notes", "rank")
+    __slots__ = ("notes",)
 
-    def __init__(self, rank: dict[str, int]) -> None:
-        self.rank = rank
-        self.last = len(rank)
-        # (rank of the field, arrival, note): sorting these orders notes by field, then as they were made.
-        self.notes: list[tuple[int, int, model.Note]] = []
+    def __init__(self) -> None:
+        self.notes: list[model.Note] = []
 
     def add(self, field: str, fixes: Fixes) -> None:
-        notes = self.notes
         for rule, action in fixes:
-            notes.append((self.rank.get(field, self.last), len(notes), model.Note(field, rule, action)))
+            self.notes.append(model.Note(field, rule, action))
 
     def take(self, field: str, result: Result) -> str | None:
         if result[1]:
             self.add(field, result[1])
         return result[0]
 
-    def sorted(self) -> tuple[model.Note, ...]:
-        """In the struct's field order (then in the order they were made), whatever order the rules ran in."""
-        notes = self.notes
-        notes.sort()
-        return tuple([note for _, _, note in notes])
+    def done(self) -> tuple[model.Note, ...]:
+        return tuple(self.notes)
 
 
 def normalise(event: contract.Event, rules: Rules = FAST) -> model.NormalisedEvent:
@@ -100,10 +85,10 @@ def _canonical_uuid(value: str) -> str:
     return value if _CANONICAL_UUID.fullmatch(value) else str(uuid.UUID(value))
 
 
-def _required_id(value: str, path: str) -> str:
+def _required_id(value: str, path: str, n: int = 0) -> str:
     text = value.strip()
     if not text:
-        raise NormaliseError(f"{path}: only whitespace")
+        raise NormaliseError(f"{path.format(n=n)}: only whitespace")
     return text
 
 
@@ -115,18 +100,22 @@ def _aware(value: dt.datetime, field: str, notes: _Notes) -> dt.datetime:
 
 
 def _appointment(a: contract.Appointment, rules: Rules) -> model.Appointment:
-    notes = _Notes(_APPOINTMENT_ORDER)
+    notes = _Notes()
     _unique_person_ids(a.persons)
+    dms_number = _required_id(a.dms_number, "$.appointment.dms_number")
+    created_at = _aware(a.created_at, "created_at", notes)
+    wo_number = notes.take("wo_number", clean(a.wo_number))
+    appointment_at = None if a.appointment_at is None else _aware(a.appointment_at, "appointment_at", notes)
     return model.Appointment(
-        dms_number=_required_id(a.dms_number, "$.appointment.dms_number"),
-        created_at=_aware(a.created_at, "created_at", notes),
-        wo_number=notes.take("wo_number", clean(a.wo_number)),
-        appointment_at=None if a.appointment_at is None else _aware(a.appointment_at, "appointment_at", notes),
+        dms_number=dms_number,
+        created_at=created_at,
+        wo_number=wo_number,
+        appointment_at=appointment_at,
         waiting_customer=a.waiting_customer,
         interventions=tuple(_intervention(i, n, notes) for n, i in enumerate(a.interventions)),
         vehicle=None if a.vehicle is None else _vehicle(a.vehicle),
         persons=tuple(_person(p, n, rules) for n, p in enumerate(a.persons)),
-        notes=notes.sorted(),
+        notes=notes.done(),
     )
 
 
@@ -150,15 +139,17 @@ def _intervention(i: contract.Intervention, n: int, notes: _Notes) -> model.Inte
 
 
 def _vehicle(v: contract.Vehicle) -> model.Vehicle:
-    notes = _Notes(_VEHICLE_ORDER)
+    notes = _Notes()
+    make = notes.take("make", clean(v.make))
+    model_ = notes.take("model", clean(v.model))
     plate = normalise_plate(v.license_plate)
     notes.add("license_plate", plate.fixes)
     vin, vin_valid, vin_fixes = normalise_vin(v.vin)
     notes.add("vin", vin_fixes)
     return model.Vehicle(
         vehicle_key=f"vin:{vin}" if vin_valid else (f"plate:{plate.key}" if plate.key else None),
-        make=notes.take("make", clean(v.make)),
-        model=notes.take("model", clean(v.model)),
+        make=make,
+        model=model_,
         license_plate=plate.plate,
         license_plate_key=plate.key,
         vin=vin,
@@ -168,7 +159,7 @@ def _vehicle(v: contract.Vehicle) -> model.Vehicle:
         driver_id=notes.take("driver_id", clean_id(v.driver_id)),
         owner_id=notes.take("owner_id", clean_id(v.owner_id)),
         contractor_id=notes.take("contractor_id", clean_id(v.contractor_id)),
-        notes=notes.sorted(),
+        notes=notes.done(),
     )
 
 
@@ -216,14 +207,10 @@ def _move(p: Phone, m: Phone, scope: str, notes: _Notes) -> _Scope:
     return _Scope(p.e164, m.e164, m.kind == "mobile")
 
 
-def _phones(p: contract.Person, rules: Rules, notes: _Notes) -> tuple[_Scope, _Scope]:
-    phone = rules.phone
-    pp, mp, pb, mb = phone(p.phone_private), phone(p.mobile_private), phone(p.phone_business), phone(p.mobile_business)
-    notes.add("phone_private", pp.fixes)
-    notes.add("mobile_private", mp.fixes)
-    notes.add("phone_business", pb.fixes)
-    notes.add("mobile_business", mb.fixes)
-    return _move(pp, mp, "private", notes), _move(pb, mb, "business", notes)
+def _scope(phone: Phone, mobile: Phone, scope: str, notes: _Notes) -> _Scope:
+    notes.add(f"phone_{scope}", phone.fixes)
+    notes.add(f"mobile_{scope}", mobile.fixes)
+    return _move(phone, mobile, scope, notes)
 
 
 def _first(a: str | None, b: str | None) -> str | None:
@@ -231,13 +218,21 @@ def _first(a: str | None, b: str | None) -> str | None:
 
 
 def _person(p: contract.Person, n: int, rules: Rules) -> model.Person:
-    notes = _Notes(_PERSON_ORDER)
+    notes = _Notes()
+    person_id = _required_id(p.id, "$.appointment.persons[{n}].id", n)
     company_name = notes.take("company_name", clean(p.company_name))
+    title = notes.take("title", normalise_title(p.title))
+    first_name = notes.take("first_name", clean(p.first_name))
+    last_name = notes.take("last_name", clean(p.last_name))
+    street = notes.take("street", clean(p.street))
     house_number, addition, house_fixes = normalise_house_number(p.house_number)
     notes.add("house_number", house_fixes)
+    postcode = notes.take("postcode", normalise_postcode(p.postcode))
+    city = notes.take("city", normalise_city(p.city))
     email_private = notes.take("email_private", rules.email(p.email_private))
+    private = _scope(rules.phone(p.phone_private), rules.phone(p.mobile_private), "private", notes)
     email_business = notes.take("email_business", rules.email(p.email_business))
-    private, business = _phones(p, rules, notes)
+    business = _scope(rules.phone(p.phone_business), rules.phone(p.mobile_business), "business", notes)
     mobiles = (
         private.mobile if private.mobile_is_mobile else None,
         business.mobile if business.mobile_is_mobile else None,
@@ -247,16 +242,16 @@ def _person(p: contract.Person, n: int, rules: Rules) -> model.Person:
     if company_name is not None:
         mobiles = (mobiles[1], mobiles[0])
     return model.Person(
-        id=_required_id(p.id, f"$.appointment.persons[{n}].id"),
+        id=person_id,
         company_name=company_name,
-        title=notes.take("title", normalise_title(p.title)),
-        first_name=notes.take("first_name", clean(p.first_name)),
-        last_name=notes.take("last_name", clean(p.last_name)),
-        street=notes.take("street", clean(p.street)),
+        title=title,
+        first_name=first_name,
+        last_name=last_name,
+        street=street,
         house_number=house_number,
         house_number_addition=addition,
-        postcode=notes.take("postcode", normalise_postcode(p.postcode)),
-        city=notes.take("city", normalise_city(p.city)),
+        postcode=postcode,
+        city=city,
         email_private=email_private,
         phone_private=private.phone,
         mobile_private=private.mobile,
@@ -265,7 +260,7 @@ def _person(p: contract.Person, n: int, rules: Rules) -> model.Person:
         mobile_business=business.mobile,
         preferred_email=_first(*emails),
         preferred_mobile=_first(*mobiles),
-        notes=notes.sorted(),
+        notes=notes.done(),
     )
 
 

@@ -5,14 +5,18 @@ given one *after normalisation with the normaliser's own functions*, so "  Jan.J
 "jan.jansen@example.nl" and "06-12345678" finds "+31612345678".
 
 What, in one transaction, in the store's lock order (persons, vehicles, appointments):
-- ``persons``: the row is deleted. It is the only table holding names, addresses, e-mails and phones (``notes`` hold
-  field names and rules, never values; ``interventions`` describe work, not people).
+- ``persons``: every personal column and the notes are cleared and the row becomes a tombstone (``erased_at``, and
+  ``occurred_at`` moved to the moment of erasure), so that no older event can write the person back: the store only
+  overwrites a row with a newer event (see sql/003_person_erasure.sql). It is the only table holding names,
+  addresses, e-mails and phones (``notes`` hold field names and rules, never values; ``interventions`` describe work,
+  not people).
 - ``vehicles``: driver / owner / contractor links to the person are cleared; the vehicle stays.
 - ``appointments``: the person's id is removed from ``person_ids``; the appointment stays.
 
 Then the dead-letter topic is scanned for letters whose payload still holds the person (same dealer and person id,
 e-mail or phone, compared normalised); only their coordinates are printed. They expire with the topic's retention
-(``carsys-ingest init --dlq-retention-days``, 30 by default); replaying one would write the person back.
+(``carsys-ingest init --dlq-retention-days``, 30 by default); replaying one changes nothing (it is older than the
+tombstone) unless it is newer than the erasure.
 
 The output names person ids (the DMS's pseudonymous keys, needed to erase at the source too), never values.
 """
@@ -127,6 +131,19 @@ ORDER BY person_id
 FOR UPDATE
 """
 
+_PERSONAL_COLUMNS = (
+    "company_name", "title", "first_name", "last_name", "street", "house_number", "house_number_addition",
+    "postcode", "city", *EMAIL_FIELDS, *PHONE_FIELDS,
+)  # fmt: skip
+
+# The nil event id marks the tombstone's last writer as the erasure itself, not an event.
+_ERASE_PERSONS = f"""
+UPDATE persons
+SET {", ".join(f"{c} = NULL" for c in _PERSONAL_COLUMNS)}, notes = '[]', erased_at = now(),
+    occurred_at = greatest(occurred_at, now()), event_id = '00000000-0000-0000-0000-000000000000', updated_at = now()
+WHERE dealer_id = $1 AND person_id = ANY($2::text[])
+"""
+
 _CLEAR_ROLE = """
 UPDATE vehicles SET {role} = NULL, updated_at = now()
 WHERE dealer_id = $1 AND {role} = ANY($2::text[])
@@ -163,9 +180,7 @@ async def erase(conn: asyncpg.Connection[Any], target: Target) -> tuple[Erased, 
         rows = await conn.fetch(_FIND, target.dealer, sorted(target.ids), sorted(target.emails), sorted(target.phones))
         wide = target.widened(rows)
         ids = sorted(wide.ids)
-        persons = _count(
-            await conn.execute("DELETE FROM persons WHERE dealer_id = $1 AND person_id = ANY($2)", target.dealer, ids)
-        )
+        persons = _count(await conn.execute(_ERASE_PERSONS, target.dealer, ids))
         await conn.execute(_LOCK_VEHICLES, target.dealer, ids)
         links = {
             role: _count(await conn.execute(_CLEAR_ROLE.format(role=role), target.dealer, ids))
@@ -204,14 +219,14 @@ def render(dealer: str, erased: Erased, letters: list[tuple[Letter, str]], dlq_t
     links = ", ".join(f"{role.removesuffix('_id')} {n}" for role, n in erased.vehicle_links.items())
     lines = [
         f"erased from PostgreSQL, dealer {dealer}, person id(s): {who}",
-        f"  persons rows deleted: {erased.persons}",
+        f"  persons erased (kept as tombstones without personal data): {erased.persons}",
         f"  vehicle links cleared: {links}",
         f"  appointment links cleared: {erased.appointment_links}",
         f"dead letters in {dlq_topic} still holding the person: {len(letters)}",
     ]
     lines += [f"  {letter.coordinates} ({verdict})" for letter, verdict in letters]
     if letters:
-        lines.append("  they expire with the dead-letter retention; do not replay them (that writes the person back)")
+        lines.append("  they expire with the dead-letter retention; replaying them changes nothing (older than the erasure)")
     lines.append("the source topic keeps the original events until its own retention; erase at the DMS too")
     return "\n".join(lines)
 

@@ -127,7 +127,7 @@ async def test_erase_leaves_no_trace_and_lists_dead_letters(
 
     out = await erase(monkeypatch, capsys, env, "--email", " W.ZWARTKRUIS@example.nl")
     assert "person id(s): P-ERASE-1" in out
-    assert "persons rows deleted: 1" in out
+    assert "persons erased (kept as tombstones without personal data): 1" in out
     assert "vehicle links cleared: driver 1, owner 1, contractor 0" in out
     assert "appointment links cleared: 2" in out
     assert f"dead letters in {topic}.dlq still holding the person: 1" in out
@@ -138,17 +138,30 @@ async def test_erase_leaves_no_trace_and_lists_dead_letters(
     assert "vehicle links cleared: driver 0, owner 0, contractor 1" in out
     assert "still holding the person: 0" in out
     out = await erase(monkeypatch, capsys, env, "--person-id", "P-ERASE-3")
-    assert "persons rows deleted: 1" in out
+    assert "persons erased (kept as tombstones without personal data): 1" in out
 
     after = await dump_all_tables(fresh_database_url)
-    assert [t for t in TRACES if t in after] == []
-    assert await fetchval(fresh_database_url, "SELECT count(*) FROM persons") == persons_before - 3
+    assert [t for t in TRACES if t in after and not t.startswith("P-ERASE")] == []
+    # The rows stay as tombstones (the DMS's pseudonymous id, no personal data) so that nothing older revives them.
+    assert await fetchval(fresh_database_url, "SELECT count(*) FROM persons") == persons_before
+    tombstones = await fetch(fresh_database_url, "SELECT person_id FROM persons WHERE erased_at IS NOT NULL")
+    assert sorted(r["person_id"] for r in tombstones) == ["P-ERASE-1", "P-ERASE-2", "P-ERASE-3"]
+
+    # Every event is delivered again (a consumer-group reset): the erased persons do not come back.
+    again = {**env, "KAFKA_GROUP_ID": f"{topic}-reset"}
+    await fetchval(fresh_database_url, "DELETE FROM applied_events")
+    worker = WorkerProcess(again, tmp_path / "worker-again.log").start()
+    try:
+        await eventually(lambda: _applied(fresh_database_url, len(events)), timeout_s=90)
+    finally:
+        assert worker.stop() == 0
+    assert [t for t in TRACES if t in await dump_all_tables(fresh_database_url) and not t.startswith("P-ERASE")] == []
     # Everything else stays: appointments and vehicles keep their rows, only the links went.
     assert await fetchval(fresh_database_url, "SELECT count(*) FROM appointments") == len(events)
 
     out = await erase(monkeypatch, capsys, env, "--person-id", "P-NOBODY")
     assert "person id(s): P-NOBODY" in out
-    assert "persons rows deleted: 0" in out
+    assert "persons erased (kept as tombstones without personal data): 0" in out
 
 
 async def test_erase_refuses_what_does_not_normalise(

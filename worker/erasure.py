@@ -226,7 +226,7 @@ def render(dealer: str, erased: Erased, letters: list[tuple[Letter, str]], dlq_t
     ]
     lines += [f"  {letter.coordinates} ({verdict})" for letter, verdict in letters]
     if letters:
-        lines.append("  they expire with the dead-letter retention; replaying them changes nothing (older than the erasure)")
+        lines.append("  they expire with the dead-letter retention; a replay changes nothing (older than the erasure)")
     lines.append("the source topic keeps the original events until its own retention; erase at the DMS too")
     return "\n".join(lines)
 

@@ -143,7 +143,11 @@ class AppointmentDeleted(_Event, frozen=True, tag="appointment.deleted"):
 Event = AppointmentUpserted | AppointmentDeleted
 
 
-def record_key(event: Event) -> bytes:
-    """The Kafka key of an event: all events of one appointment land on one partition, in order."""
+def key_for(dealer_id: str, dms_number: str) -> bytes:
+    """The Kafka key of an appointment's events: all of them land on one partition, in order."""
     # The worker knows an appointment by its trimmed DMS number, so " 42" and "42" must share a partition too.
-    return f"{event.dealer_id}/{event.appointment.dms_number.strip()}".encode()
+    return f"{dealer_id}/{dms_number.strip()}".encode()
+
+
+def record_key(event: Event) -> bytes:
+    return key_for(event.dealer_id, event.appointment.dms_number)

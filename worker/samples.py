@@ -16,6 +16,8 @@ from typing import Any
 
 import msgspec
 
+from schemas.contract import key_for
+
 FIRST = ["Jan", "Anna", "Pieter", "Fatima", "Sanne", "Mohamed", "Lotte", "Kees", "Emma", "Daan", "Sophie", "Bram"]
 LAST = ["de Vries", "Jansen", "Bakker", "van Dijk", "El Amrani", "Visser", "Smit", "Meijer", "de Boer", "Mulder"]
 COMPANIES = [None, None, None, "Leasemaatschappij Noord B.V.", "Garage Zuid", "Autoverhuur Centrum", "LeasePlan"]
@@ -200,8 +202,8 @@ def stream(
 
 
 def key_of(event: dict[str, Any]) -> bytes:
-    """The contract's record key, computed from a raw event (see schemas.contract.record_key)."""
-    return f"{event['dealer_id']}/{event['appointment']['dms_number']}".encode()
+    """The contract's record key of a raw event."""
+    return key_for(event["dealer_id"], event["appointment"]["dms_number"])
 
 
 def encode(event: dict[str, Any]) -> bytes:

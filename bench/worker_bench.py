@@ -432,22 +432,36 @@ async def poll_visibility(dsn: str, topic: str, into: Visibility, stop: asyncio.
         await conn.close()
 
 
-async def offer(bootstrap: str, topic: str, records: Sequence[Record], rate: float) -> list[tuple[int, int, float]]:
-    """Send at a steady rate, 100 ticks a second; returns (partition, offset, record timestamp in s) per record."""
+class Sent(msgspec.Struct, frozen=True):
+    partition: int
+    offset: int
+    timestamp: float  # the record's timestamp (its send time), s
+    acked: float  # when the broker acknowledged it (acks=all), s
+
+
+async def offer(bootstrap: str, topic: str, records: Sequence[Record], rate: float) -> list[Sent]:
+    """Send at a steady rate, 100 ticks a second, each record stamped with its send time."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
     await producer.start()
+    acked: dict[int, float] = {}
+
+    def on_ack(i: int) -> Callable[[Any], None]:
+        return lambda _: acked.__setitem__(i, time.time())
+
     try:
         futures, start, sent = [], time.monotonic(), 0
         while sent < len(records):
             due = min(len(records), int((time.monotonic() - start) * rate) + 1)
-            for key, value in records[sent:due]:
-                futures.append(await producer.send(topic, value=value, key=key, timestamp_ms=int(time.time() * 1000)))
+            for i, (key, value) in enumerate(records[sent:due], sent):
+                future = await producer.send(topic, value=value, key=key, timestamp_ms=int(time.time() * 1000))
+                future.add_done_callback(on_ack(i))
+                futures.append(future)
             sent = due
             await asyncio.sleep(0.01)
         metadata = await asyncio.gather(*futures)
     finally:
         await producer.stop()
-    return [(md.partition, md.offset, md.timestamp / 1000) for md in metadata]
+    return [Sent(md.partition, md.offset, md.timestamp / 1000, acked[i]) for i, md in enumerate(metadata)]
 
 
 async def measure_latency(bench: Bench, records: Sequence[Record], rate: float, log_dir: Path) -> dict[str, Any]:
@@ -468,8 +482,10 @@ async def measure_latency(bench: Bench, records: Sequence[Record], rate: float, 
     finally:
         stop.set()
         worker.stop()
-    latencies = [max(0.0, (visibility.visible_at(p, o) or 0) - ts) for p, o, ts in sent]
+    latencies = [max(0.0, (visibility.visible_at(r.partition, r.offset) or 0) - r.timestamp) for r in sent]
+    produce = [r.acked - r.timestamp for r in sent]
     name = "carsys_end_to_end_latency_seconds"
+    batches = max(m.get("carsys_batch_size_count", 0), 1)
     return {
         "offered_events_per_s": rate,
         "events": len(sent),
@@ -480,6 +496,12 @@ async def measure_latency(bench: Bench, records: Sequence[Record], rate: float, 
         "poll_resolution_ms": 10,
         "worker_histogram_p50_ms": _ms(histogram_quantile(m, name, 0.50)),
         "worker_histogram_p99_ms": _ms(histogram_quantile(m, name, 0.99)),
+        # What the latency is made of: the producer's own wait for acks=all, and the worker's batches.
+        "produce_ack_p50_ms": round(1000 * percentile(produce, 0.50), 1),
+        "produce_ack_p99_ms": round(1000 * percentile(produce, 0.99), 1),
+        "worker_batches": int(m.get("carsys_batch_size_count", 0)),
+        "worker_mean_batch_size": round(m.get("carsys_batch_size_sum", 0) / batches, 1),
+        "worker_mean_batch_ms": round(1000 * m.get("carsys_batch_duration_seconds_sum", 0) / batches, 1),
         "cpu_percent_of_one_core": round(100 * cpu / wall, 1),
         "peak_rss_mib": round(rss, 1),
     }
@@ -489,10 +511,10 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(1000 * seconds, 1)
 
 
-async def wait_visible(visibility: Visibility, sent: Sequence[tuple[int, int, float]], timeout_s: float) -> None:
+async def wait_visible(visibility: Visibility, sent: Sequence[Sent], timeout_s: float) -> None:
     last: dict[int, int] = {}
-    for p, o, _ in sent:
-        last[p] = max(last.get(p, -1), o)
+    for r in sent:
+        last[r.partition] = max(last.get(r.partition, -1), r.offset)
     deadline = time.monotonic() + timeout_s
     while any(visibility.visible_at(p, o) is None for p, o in last.items()):
         if time.monotonic() > deadline:
@@ -722,10 +744,10 @@ def source_state() -> dict[str, Any]:
     """What was measured: the commit and any uncommitted changes (the working tree is shared while we run)."""
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout.rstrip()
 
     dirty = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
-    return {"commit": git("rev-parse", "HEAD"), "modified_files": dirty}
+    return {"commit": git("rev-parse", "HEAD").strip(), "modified_files": dirty}
 
 
 def ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
@@ -756,7 +778,9 @@ def table(report: dict[str, Any]) -> str:
         f"latency at {lat['offered_events_per_s']:.0f} events/s offered ({lat['events']} events): "
         f"p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms (record timestamp -> committed, "
         f"±10 ms); worker histogram p50 {lat['worker_histogram_p50_ms']} ms, p99 {lat['worker_histogram_p99_ms']} ms; "
-        f"CPU {lat['cpu_percent_of_one_core']}%, peak RSS {lat['peak_rss_mib']} MiB",
+        f"CPU {lat['cpu_percent_of_one_core']}%, peak RSS {lat['peak_rss_mib']} MiB; producer acks p50 "
+        f"{lat['produce_ack_p50_ms']} ms, p99 {lat['produce_ack_p99_ms']} ms; {lat['worker_batches']} batches of "
+        f"{lat['worker_mean_batch_size']} records, {lat['worker_mean_batch_ms']} ms each on average",
     ]
     return "\n".join(lines)
 

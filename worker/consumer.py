@@ -243,6 +243,17 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._health.joined = True
         if not assigned:
             return
+        # Paused before the first await: the fetcher already reads from Kafka's committed offsets, and without this
+        # getmany() handed those records to the loop before the seek below (replays, and duplicate dead letters, at
+        # every assignment where PostgreSQL is ahead). Paused records are dropped, as are records from before a seek.
+        self._kafka.pause(*assigned)
+        try:
+            await self._resume_all_from_database(assigned)
+        finally:
+            self._kafka.resume(*assigned)
+        log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
+
+    async def _resume_all_from_database(self, assigned: list[TopicPartition]) -> None:
         try:
             stored = await self._store.stored_offsets(self._settings.kafka_topic)
         except (TransientError, PermanentError, OSError) as exc:
@@ -251,7 +262,6 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         for tp in assigned:
             await self._resume_from_database(tp, stored.get(tp.partition))
-        log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
 
     async def _resume_from_database(self, tp: TopicPartition, stored: int | None) -> None:
         if stored is None:
@@ -260,3 +270,9 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
         if committed is None or stored > committed:
             self._kafka.seek(tp, stored)
             log.info("resuming from PostgreSQL's offset", partition=tp.partition, offset=stored, kafka=committed)
+            # Catch Kafka up too: a partition with nothing new to read would otherwise never be committed again,
+            # and lag monitoring (Kafka's committed offsets) would report records that are long in PostgreSQL.
+            try:
+                await self._kafka.commit({tp: stored})
+            except KafkaError as exc:
+                log.warning("kafka commit failed; PostgreSQL has the offsets", error_class=type(exc).__name__)

@@ -744,3 +744,34 @@ async def test_replicas_scaled_1_3_1_during_a_run(run: Run) -> None:
 @pytest.mark.timeout(1800)
 async def test_replicas_scaled_1_3_1_during_a_large_run(run: Run) -> None:
     await scale_1_3_1(run, events=40_000, seed=62)
+
+
+async def test_crash_between_database_and_kafka_commit_resumes_from_postgres(run: Run) -> None:
+    """The state a kill -9 leaves when it lands between the two commits, made deterministic: PostgreSQL holds the
+    batches, Kafka's committed offsets are behind. The next worker must read nothing again and catch Kafka up."""
+    stream = scenario_stream(seed=71, events=800)
+    await produce(run.bootstrap, run.topic, stream.records)
+    first = run.start("first")
+    await run.until_consumed(workers=[first])
+    assert run.stop_all() == [0]
+    ends = await end_offsets(run.bootstrap, run.topic)
+    behind = {p: end // 2 for p, end in ends.items()}
+    rewind = AIOKafkaConsumer(bootstrap_servers=run.bootstrap, group_id=run.topic, enable_auto_commit=False)
+    await rewind.start()
+    try:
+        rewind.assign([TopicPartition(run.topic, p) for p in ends])
+        await rewind.commit({TopicPartition(run.topic, p): offset for p, offset in behind.items()})
+    finally:
+        await rewind.stop()
+    assert await committed_offsets(run.bootstrap, run.topic, run.topic, list(ends)) == behind
+    second = run.start("second")
+    await until(lambda: _probe_ok(second), timeout_s=120, workers=[second], what="the second worker joining")
+    await run.verify(stream)  # includes: Kafka's committed offsets back at the end of every partition
+    _, metrics = second.get("/metrics")
+    consumed = [line for line in metrics.splitlines() if line.startswith("carsys_events_consumed_total ")]
+    assert consumed == ["carsys_events_consumed_total 0.0"], "records already in PostgreSQL were read again"
+    assert run.stop_all() == [0]
+
+
+async def _probe_ok(worker: WorkerProcess) -> bool:
+    return worker.get("/readyz")[0] == 200

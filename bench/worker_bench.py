@@ -216,6 +216,7 @@ class Bench:
                     for t, p in ((topic, PARTITIONS), (f"{topic}.dlq", 1))
                 ]
             )
+            await _until_known(admin, topic)
         finally:
             await admin.close()
         self.cleanup.append(lambda: self._delete_topics([topic, f"{topic}.dlq"]))
@@ -245,6 +246,16 @@ class Bench:
 
     def kafka_pid(self) -> int | None:
         return self.stack.kafka.pid if self.stack.kafka else None
+
+
+async def _until_known(admin: AIOKafkaAdminClient, topic: str, timeout_s: float = 10) -> None:
+    # The broker's metadata lags topic creation a little; a client asking earlier logs an ERROR and retries.
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        described = await admin.describe_topics([topic])
+        if described and described[0]["error_code"] == 0 and len(described[0]["partitions"]) == PARTITIONS:
+            return
+        await asyncio.sleep(0.05)
 
 
 @contextlib.contextmanager

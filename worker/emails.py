@@ -78,6 +78,11 @@ def _with_idn_domain(address: str) -> str | Literal[False] | None:
 
 
 def fast_address(address: str) -> str | None:
+    # email-validator refuses quoted local parts, so an address is never valid without exactly one "@": answering
+    # that here spares the library call for the commonest rejects (`n.v.t.`, `jan@@example.nl`). Measured: 4% of a
+    # worker's samples were the library rejecting such values.
+    if address.count("@") != 1:
+        return None
     if _plain(address):
         return address
     found = _with_idn_domain(address)

@@ -700,28 +700,38 @@ async def test_kafka_broker_restarted_mid_stream(run: Run, local_stack: Any) -> 
 
 async def scale_1_3_1(run: Run, events: int, seed: int) -> None:
     stream = scenario_stream(seed=seed, events=events)
-    chunks = [stream.records[i : i + 500] for i in range(0, len(stream.records), 500)]
+    n = len(stream.records)
+    phases = [stream.records[: n * 3 // 10], stream.records[n * 3 // 10 : n * 7 // 10], stream.records[n * 7 // 10 :]]
 
-    async def offer() -> None:
+    async def offer(records: list[Record]) -> None:
         # A steady stream, so that every rebalance finds batches in flight.
-        for chunk in chunks:
-            await produce(run.bootstrap, run.topic, chunk)
-            await asyncio.sleep(0.2)
+        for i in range(0, len(records), 250):
+            await produce(run.bootstrap, run.topic, records[i : i + 250])
+            await asyncio.sleep(0.1)
 
     started = time.monotonic()
-    producing = asyncio.create_task(offer())
+    producing = asyncio.create_task(offer(phases[0]))
     first = run.start("first")
-    await until(lambda: _above(applied(run.dsn), events // 10), timeout_s=180, workers=[first], what="1 replica")
+    await until(lambda: _above(applied(run.dsn), n // 20), timeout_s=180, workers=[first], what="1 replica")
+    # 1 -> 3 while the first works through its backlog.
     extra = [run.start("second"), run.start("third")]
+    everyone = [first, *extra]
     for w in extra:
-        # Each newcomer must really take partitions over (and consume) before it leaves again.
+        await until(lambda w=w: _probe_ok(w), timeout_s=120, workers=everyone, what="the newcomers joining")
+    await producing
+    producing = asyncio.create_task(offer(phases[1]))
+    for w in extra:
+        # Each newcomer must really have taken partitions over and consumed before it leaves again.
         await until(
             lambda w=w: _metric_above(w, "carsys_events_consumed_total", 0),
             timeout_s=180,
-            workers=[first, *extra],
+            workers=everyone,
             what="3 replicas sharing the partitions",
         )
-    await until(lambda: _above(applied(run.dsn), events // 2), timeout_s=300, workers=[first, *extra], what="3 up")
+    await producing
+    # 3 -> 1 while records keep arriving.
+    producing = asyncio.create_task(offer(phases[2]))
+    await asyncio.sleep(0.5)
     assert [w.stop() for w in extra] == [0, 0]
     await producing
     await run.until_consumed(workers=[first], timeout_s=600)

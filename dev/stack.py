@@ -167,8 +167,8 @@ class KafkaNode:
             f"{libs}/*",
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            cluster_id,
+            # One argument: a random id starting with "-" would otherwise be read as an option (1 run in 64).
+            f"--cluster-id={cluster_id}",
             "-c",
             str(config),
         ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import decimal
 import json
 import random
 import time
@@ -267,7 +268,7 @@ def corpus() -> list[Kind]:
     ])  # fmt: skip
     rounding = _fresh("price-rounding", n())
     rounding["appointment"]["interventions"] = [{"title": "a", "price": 1.005}, {"title": "b", "price": "0.004"}]
-    ok("price-rounding", rounding, [("interventions", "price", __import__("decimal").Decimal("1.01"))])
+    ok("price-rounding", rounding, [("interventions", "price", decimal.Decimal("1.01"))])
     return kinds
 
 
@@ -380,7 +381,8 @@ async def until(
         for w in workers:
             if not w.alive:
                 tail = "\n".join(w.log_text().splitlines()[-15:])
-                raise AssertionError(f"worker {w.log_path.name} exited ({w.proc.returncode}) while {what}:\n{tail}")  # type: ignore[union-attr]
+                code = w.proc.poll() if w.proc else None
+                raise AssertionError(f"worker {w.log_path.name} exited ({code}) while {what}:\n{tail}")
         if await check():
             return
         await asyncio.sleep(0.3)

@@ -60,7 +60,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 from aiokafka.partitioner import DefaultPartitioner  # noqa: E402
 
 from schemas.decoder import decode  # noqa: E402
-from tests.support import WorkerProcess  # noqa: E402
+from tests.support import WorkerProcess, fetchval  # noqa: E402
 from worker import config, logs, retry, samples  # noqa: E402
 from worker.app import consumer_options  # noqa: E402
 from worker.migrations import migrate  # noqa: E402
@@ -325,14 +325,6 @@ async def committed_total(bootstrap: str, group: str, topic: str) -> int:
         return sum([await consumer.committed(TopicPartition(topic, p)) or 0 for p in parts])
     finally:
         await consumer.stop()
-
-
-async def fetchval(dsn: str, sql: str, *args: Any) -> Any:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetchval(sql, *args)
-    finally:
-        await conn.close()
 
 
 @dataclass

@@ -20,7 +20,8 @@ Public API::
   of a shared person). An event whose appointment row did not change is counted ``stale``, otherwise ``applied``.
   So the tables are a function of the *set* of events seen: any order, any replay, same result.
 - **Deletes are tombstones** (``deleted``, ``deleted_at``) keeping ``occurred_at``: a late, older upsert is stale.
-  The tombstone keeps the last snapshot's columns and interventions; a strictly newer upsert revives the row.
+  The tombstone keeps only the key and the delete bookkeeping (its snapshot columns and interventions are cleared,
+  so it does not depend on batching); a strictly newer upsert revives the row.
 - **Interventions** are replaced as a set whenever a newer upsert of their appointment wins.
 - **Lock order**: tables in a fixed order (applied_events, persons, vehicles, appointments, interventions,
   consumer_offsets), rows in key order inside each statement, so concurrent batches sharing persons or vehicles
@@ -228,8 +229,9 @@ VEHICLES = _Table(
     update=_set_all(_VEHICLE_COLS, ("dealer_id", "vehicle_key")),
 )
 
-# A tombstone keeps the snapshot's columns: only the delete bookkeeping changes.
-_APPOINTMENT_DATA = ("wo_number", "appointment_at", "created_at", "waiting_customer", "vehicle_key", "person_ids")
+# A tombstone keeps only its key and the delete bookkeeping: the snapshot's columns and interventions are cleared.
+# Keeping them would make a tombstone's content depend on batch boundaries (an upsert collapsed into the same batch
+# as its delete is never written), and the data of a cancelled appointment is not Claire's to keep (minimisation).
 _APPOINTMENT_COLS = (
     _col("dealer_id"),
     _col("dms_number"),
@@ -248,16 +250,7 @@ APPOINTMENTS = _Table(
     name="appointments",
     key=("dealer_id", "dms_number"),
     columns=_APPOINTMENT_COLS,
-    update=", ".join(
-        [f"{c} = CASE WHEN EXCLUDED.deleted THEN t.{c} ELSE EXCLUDED.{c} END" for c in _APPOINTMENT_DATA]
-        + [
-            "notes = CASE WHEN EXCLUDED.deleted THEN t.notes ELSE EXCLUDED.notes END",
-            "deleted = EXCLUDED.deleted",
-            "deleted_at = EXCLUDED.deleted_at",
-            "occurred_at = EXCLUDED.occurred_at",
-            "event_id = EXCLUDED.event_id",
-        ]
-    ),
+    update=_set_all(_APPOINTMENT_COLS, ("dealer_id", "dms_number")),
     returning="t.dealer_id, t.dms_number, t.event_id::text AS event_id, t.deleted",
 )
 
@@ -359,6 +352,10 @@ class _Rows(msgspec.Struct):
         arow += (appt.waiting_customer, vehicle_key, person_ids, False, None)
         arow += (_notes(appt.notes), event.occurred_at, eid)
         _keep_newest(self.appointments, (event.dealer_id, appt.dms_number), (version, arow, event))
+
+
+def _dms_number(event: NormalisedEvent) -> str:
+    return event.dms_number if isinstance(event, Delete) else event.appointment.dms_number
 
 
 def _keep_newest(rows: dict[Any, Any], key: Any, candidate: tuple[Any, ...]) -> None:
@@ -525,7 +522,7 @@ class Store:
         await self._merge_table(conn, VEHICLES, [r for _, r in _sorted(rows.vehicles)])
         won = await self._merge_table(conn, APPOINTMENTS, [a[1] for a in _sorted(rows.appointments)])
         winners = [rows.appointments[(r["dealer_id"], r["dms_number"])][2] for r in won]
-        await self._replace_interventions(conn, [e for e in winners if isinstance(e, Upsert)])
+        await self._replace_interventions(conn, winners)
         return _Outcome(applied=len(winners), duplicates=len(items) - len(fresh), stale=len(fresh) - len(winners))
 
     async def _merge_table(self, conn: Conn, table: _Table, rows: list[Row]) -> list[asyncpg.Record]:
@@ -539,13 +536,15 @@ class Store:
                 return await conn.fetch(table.merge_sql(f"_stage_{table.name} AS s"))
             return await conn.fetch(table.merge_sql(table.unnest_source()), *_columns(rows, len(table.columns)))
 
-    async def _replace_interventions(self, conn: Conn, winners: Sequence[Upsert]) -> None:
+    async def _replace_interventions(self, conn: Conn, winners: Sequence[NormalisedEvent]) -> None:
+        """The winning snapshots' interventions replace the old set; a winning delete leaves none."""
         if not winners:
             return
-        keys = sorted({(e.dealer_id, e.appointment.dms_number) for e in winners})
+        keys = sorted({(e.dealer_id, _dms_number(e)) for e in winners})
         with _stage("replacing interventions"):
             await conn.execute(_DELETE_INTERVENTIONS, [k[0] for k in keys], [k[1] for k in keys])
-        rows = sorted(_interventions(winners), key=lambda r: (r[0], r[1], r[2]))
+        upserts = [e for e in winners if isinstance(e, Upsert)]
+        rows = sorted(_interventions(upserts), key=lambda r: (r[0], r[1], r[2]))
         if not rows:
             return
         names = ", ".join(c[0] for c in INTERVENTIONS.columns)

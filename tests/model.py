@@ -6,11 +6,10 @@ theirs to say): the store's semantics, as its docstring states them, are re-deri
 - ``applied_events``: exactly the (canonical) event ids of the valid events.
 - ``persons`` / ``vehicles``: per key, the snapshot of the event with the greatest ``(occurred_at, event_id)`` among
   every event carrying that key, stale or not for its appointment.
-- ``appointments``: per key, the newest event. An upsert gives the whole row and its interventions. A delete gives a
-  tombstone with the delete's bookkeeping; its data columns and interventions are those of *whichever snapshot the
-  row held when the delete won*: none (a tombstone inserted fresh) or one of the older upserts of that key. Which
-  one depends on batch boundaries (an upsert collapsed into the same batch as its delete is never written), so the
-  model accepts exactly that set of candidates and nothing else.
+- ``appointments``: per key, the newest event. An upsert gives the whole row and its interventions; a delete gives
+  a tombstone: the key and the delete's bookkeeping, every snapshot column empty and no interventions (so that a
+  tombstone does not depend on batch boundaries: an upsert collapsed into the same batch as its delete is never
+  written).
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ PERSON_COLUMNS = tuple(f for f in Person.__struct_fields__ if f not in ("id", "n
 VEHICLE_COLUMNS = tuple(f for f in Vehicle.__struct_fields__ if f not in ("vehicle_key", "notes"))
 APPOINTMENT_DATA = ("wo_number", "appointment_at", "created_at", "waiting_customer", "vehicle_key", "person_ids")
 CENTS = decimal.Decimal("0.01")
-# A tombstone inserted without any snapshot before it (see APPOINTMENT_DATA and the notes column).
+# What a tombstone holds of the snapshot (APPOINTMENT_DATA and notes): nothing.
 EMPTY_SNAPSHOT: tuple[Any, ...] = (None, None, None, False, None, [], [])
 
 
@@ -54,20 +53,13 @@ def canonical(event_id: str) -> str:
 
 
 @dataclass
-class Tombstone:
-    bookkeeping: tuple[Any, ...]  # deleted, deleted_at, occurred_at, event_id
-    # (data columns + notes, interventions) the row may hold: EMPTY_SNAPSHOT or an older upsert's.
-    candidates: list[tuple[tuple[Any, ...], tuple[tuple[Any, ...], ...]]]
-
-
-@dataclass
 class Expected:
     event_ids: set[str] = field(default_factory=set)
     persons: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
     vehicles: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
-    live: dict[Key, tuple[Any, ...]] = field(default_factory=dict)  # data + notes + bookkeeping
-    interventions: dict[Key, tuple[tuple[Any, ...], ...]] = field(default_factory=dict)  # live appointments only
-    tombstones: dict[Key, Tombstone] = field(default_factory=dict)
+    # data + notes + deleted, deleted_at, occurred_at, event_id; tombstones included
+    appointments: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
+    interventions: dict[Key, tuple[tuple[Any, ...], ...]] = field(default_factory=dict)  # non-empty sets only
 
 
 def _snapshot(event: Upsert) -> tuple[tuple[Any, ...], tuple[tuple[Any, ...], ...]]:
@@ -134,16 +126,13 @@ def expected_state(values: Iterable[bytes]) -> Expected:
     for key, history in by_appointment.items():
         newest = max(history, key=_version)
         eid = canonical(newest.event_id)
-        if isinstance(newest, Upsert):
-            data, interventions = _snapshot(newest)
-            out.live[key] = (*data, False, None, newest.occurred_at, eid)
-            out.interventions[key] = interventions
+        if isinstance(newest, Delete):
+            out.appointments[key] = (*EMPTY_SNAPSHOT, True, newest.occurred_at, newest.occurred_at, eid)
             continue
-        older = [_snapshot(e) for e in history if isinstance(e, Upsert) and _version(e) < _version(newest)]
-        out.tombstones[key] = Tombstone(
-            bookkeeping=(True, newest.occurred_at, newest.occurred_at, eid),
-            candidates=[(EMPTY_SNAPSHOT, ()), *older],
-        )
+        data, interventions = _snapshot(newest)
+        out.appointments[key] = (*data, False, None, newest.occurred_at, eid)
+        if interventions:
+            out.interventions[key] = interventions
     return out
 
 
@@ -229,27 +218,8 @@ def compare(expected: Expected, actual: Actual) -> list[str]:
         problems.append(f"applied_events: {len(missing_ids)} missing, {len(extra_ids)} unexpected")
     _diff("persons", expected.persons, actual.persons, problems)
     _diff("vehicles", expected.vehicles, actual.vehicles, problems)
-    live = {k: v for k, v in actual.appointments.items() if k not in expected.tombstones}
-    _diff("appointments (live)", expected.live, live, problems)
-    live_interventions = {k: v for k, v in actual.interventions.items() if k in expected.live}
-    _diff("interventions (live)", {k: v for k, v in expected.interventions.items() if v}, live_interventions, problems)
-    orphans = [k for k in actual.interventions if k not in actual.appointments]
-    if orphans:
-        problems.append(f"interventions without an appointment: {len(orphans)}")
-    bad_tombstones = []
-    for key, tomb in expected.tombstones.items():
-        row = actual.appointments.get(key)
-        if row is None:
-            bad_tombstones.append(f"  missing tombstone {key}")
-            continue
-        snapshot = (row[: len(EMPTY_SNAPSHOT)], actual.interventions.get(key, ()))
-        if tuple(row[len(EMPTY_SNAPSHOT) :]) != tomb.bookkeeping:
-            bad_tombstones.append(f"  {key}: bookkeeping {_short(row[len(EMPTY_SNAPSHOT) :])} != {tomb.bookkeeping}")
-        elif not any(snapshot == (tuple(c[0]), c[1]) for c in tomb.candidates):
-            bad_tombstones.append(f"  {key}: snapshot {_short(snapshot)} is none of the older upserts")
-    if bad_tombstones:
-        problems.append(f"tombstones: {len(bad_tombstones)} wrong (of {len(expected.tombstones)})")
-        problems += bad_tombstones[:5]
+    _diff("appointments", expected.appointments, actual.appointments, problems)
+    _diff("interventions", expected.interventions, actual.interventions, problems)
     return problems
 
 

@@ -236,3 +236,53 @@ async def test_two_workers_split_the_partitions_and_apply_everything_once(
     assert codes == [0, 0]
     assert all(n > 0 for n in applied), applied
     await assert_state_matches(fresh_database_url, events)
+
+
+async def test_postgres_behind_kafka_is_replayed_from_postgres(
+    kafka_bootstrap: str, fresh_database_url: str, topic: str, tmp_path: Path
+) -> None:
+    """PostgreSQL lost acknowledged commits (restored from a backup, failover to a lagging standby): Kafka's offset
+    would skip events the database no longer has, so the worker resumes from PostgreSQL's and replays them."""
+    events = list(samples.stream(seed=16, events=500))
+    await produce(kafka_bootstrap, topic, records(events))
+    env = {"bootstrap": kafka_bootstrap, "database_url": fresh_database_url, "topic": topic, "group": topic}
+    first = start_worker(tmp_path, "first", **env)
+    try:
+        await eventually(lambda: _equals(applied_count(fresh_database_url), len(events)), timeout_s=90)
+    finally:
+        assert first.stop() == 0
+    # The database as it was before any event: every table empty, the stored offsets back at the start.
+    await fetch(fresh_database_url, "TRUNCATE appointments, interventions, vehicles, persons, applied_events")
+    await fetch(fresh_database_url, "UPDATE consumer_offsets SET next_offset = 0")
+    second = start_worker(tmp_path, "second", **env)
+    try:
+        await eventually(lambda: _equals(applied_count(fresh_database_url), len(events)), timeout_s=90)
+    finally:
+        assert second.stop() == 0
+    await assert_state_matches(fresh_database_url, events)
+    assert "PostgreSQL is behind Kafka: replaying" in second.log_text()
+
+
+async def test_a_letter_too_large_for_the_dead_letter_topic_goes_without_its_value(
+    kafka_bootstrap: str, fresh_database_url: str, create_topic: TopicFactory, tmp_path: Path
+) -> None:
+    topic = await create_topic(f"carsys.{uuid.uuid4().hex[:10]}", partitions=1)
+    await create_topic(f"{topic}.dlq", config={"max.message.bytes": "100000"})
+    valid = list(samples.stream(seed=17, events=20))
+    huge = b'{"event_type": "appointment.upserted", "padding": "' + b"x" * 400_000 + b'"}'
+    await produce(kafka_bootstrap, topic, [*records(valid[:10]), (b"dealer-x/huge", huge), *records(valid[10:])])
+    worker = start_worker(
+        tmp_path, "w", bootstrap=kafka_bootstrap, database_url=fresh_database_url, topic=topic, group=topic
+    )
+    try:
+        await eventually(lambda: _equals(applied_count(fresh_database_url), len(valid)), timeout_s=90)
+    finally:
+        assert worker.stop() == 0
+    letters = await read_all(kafka_bootstrap, f"{topic}.dlq")
+    assert len(letters) == 1
+    headers = dict(letters[0].headers)
+    assert letters[0].key == b"dealer-x/huge"
+    assert letters[0].value is None
+    assert headers["dlq.value.omitted"] == str(len(huge)).encode()
+    assert headers["dlq.stage"] == b"contract"
+    assert headers["dlq.original.offset"] == b"10"

@@ -8,7 +8,7 @@ Every scenario ends with the same three checks (``verify``):
 - PostgreSQL's stored offsets and Kafka's committed offsets are at the end of every partition (nothing stuck).
 
 A crash between a dead letter's acknowledgement and the commit may legitimately send that letter twice: the raw
-duplicates are counted and printed (``pytest -s``), never hidden. See docs/faults.md for what each scenario proves.
+duplicates are counted and printed (``pytest -s``), never hidden. The README says what each scenario proves.
 """
 
 from __future__ import annotations

@@ -202,29 +202,18 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
         m.stale.inc(result.stale)
 
     def _log_batch(self, items: Sequence[Item], result: BatchResult) -> None:
-        rejected = {item.offset for item, _ in result.rejected}
+        rejected = {item.offset: error for item, error in result.rejected}
         for item in items:
-            if item.offset in rejected:
-                continue
-            log.debug(
-                "applied",
-                topic=item.offset.topic,
-                partition=item.offset.partition,
-                offset=item.offset.offset,
-                event_id=item.event.event_id,
-                dealer_id=item.event.dealer_id,
-            )
-        for item, error in result.rejected:
-            log.warning(
-                "rejected by the database",
-                topic=item.offset.topic,
-                partition=item.offset.partition,
-                offset=item.offset.offset,
-                event_id=item.event.event_id,
-                dealer_id=item.event.dealer_id,
-                error_class=type(error).__name__,
-                sqlstate=error.sqlstate,
-            )
+            error = rejected.get(item.offset)
+            if error is None:
+                log.debug("applied", **_about(item))
+            else:
+                log.warning(
+                    "rejected by the database",
+                    **_about(item),
+                    error_class=type(error).__name__,
+                    sqlstate=error.sqlstate,
+                )
 
     async def _commit(self, records: Sequence[SourceRecord]) -> None:
         next_offsets: dict[TopicPartition, int] = {}
@@ -325,3 +314,14 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
                 await self._kafka.commit({tp: stored})
             except KafkaError as exc:
                 log.warning("kafka commit failed; PostgreSQL has the offsets", error_class=type(exc).__name__)
+
+
+def _about(item: Item) -> dict[str, Any]:
+    """What every log line about a record carries: where it came from and which event it is, never its values."""
+    return {
+        "topic": item.offset.topic,
+        "partition": item.offset.partition,
+        "offset": item.offset.offset,
+        "event_id": item.event.event_id,
+        "dealer_id": item.event.dealer_id,
+    }

@@ -83,6 +83,7 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
         # Letters already acknowledged for the batch in hand: a retry after a database failure must not send
         # them again (a crash can still duplicate one; letters carry their origin, so tools de-duplicate).
         self._sent: set[Offset] = set()
+        self._seeking: set[TopicPartition] = set()
 
     # ------------------------------------------------------------------------------------------ the loop
 
@@ -258,7 +259,8 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._metrics.paused.set(len(assigned))
 
     def _resume_all(self) -> None:
-        paused = self._kafka.paused()
+        # Partitions still being positioned by on_partitions_assigned stay paused until it has sought them.
+        paused = self._kafka.paused() - self._seeking
         if paused:
             self._kafka.resume(*paused)
             log.info("partitions resumed", partitions=len(paused))
@@ -279,10 +281,12 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
         # Paused before the first await: the fetcher already reads from Kafka's committed offsets, and without this
         # getmany() handed those records to the loop before the seek below (replays, and duplicate dead letters, at
         # every assignment where PostgreSQL is ahead). Paused records are dropped, as are records from before a seek.
+        self._seeking = set(assigned)
         self._kafka.pause(*assigned)
         try:
             await self._resume_all_from_database(assigned)
         finally:
+            self._seeking = set()
             self._kafka.resume(*assigned)
         log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
 
@@ -290,7 +294,8 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             stored = await self._store.stored_offsets(self._settings.kafka_topic)
         except (TransientError, PermanentError, OSError) as exc:
-            # Kafka's committed offset is never ahead of PostgreSQL's, so falling back to it only replays.
+            # Unless PostgreSQL lost commits, Kafka's committed offset is never ahead of its own: falling back to it
+            # only replays.
             log.warning("stored offsets unavailable; resuming from Kafka's", error_class=type(exc).__name__)
             return
         for tp in assigned:

@@ -96,20 +96,28 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
     async def run(self) -> None:
         """Consume until ``stop()``; returns after the in-flight batch is committed or abandoned.
 
-        Pipelined by one batch: while batch N is written (mostly waiting on PostgreSQL), batch N+1, already fetched,
-        is decoded and normalised. Writes stay strictly one after another, so order and commits are as without it;
-        a prepared batch whose generation ended (a rebalance) or that is left at shutdown is dropped, uncommitted.
+        Under a backlog (full batches) it is pipelined by one batch: while batch N is written (mostly waiting on
+        PostgreSQL), batch N+1, already fetched, is decoded and normalised. Writes stay strictly one after another,
+        so order and commits are as without it; a prepared batch whose generation ended (a rebalance) or that is
+        left at shutdown is dropped, uncommitted. Without a backlog it does not pipeline: fetching the next batch
+        before the write would make what arrives meanwhile wait two batch durations instead of one.
         """
         ahead: _Batch | None = None
+        limit = self._settings.batch_max_records
         while not self._stopping.is_set():
             current = ahead if ahead is not None and ahead.generation == self._generation else None
             if current is None:
-                current = await self._prepare(await self._fetch(self._settings.batch_max_wait_ms))
+                current = await self._prepare(await self._fetch(self._settings.batch_max_wait_ms, limit))
+            ahead = None
             if not current.records:
-                ahead = None
                 continue
-            # Only what the fetcher already holds (no waiting): a running write may itself poll while paused.
-            following = await self._fetch(0)
+            if len(current.records) < limit:
+                # No backlog: write now and fetch afterwards, so that what arrives meanwhile waits one batch, not two.
+                await self._handle(current)
+                continue
+            # A backlog: prepare the next batch (only what the fetcher already holds, no waiting: a running write may
+            # itself poll while paused) while this one is written.
+            following = await self._fetch(0, limit)
             write = asyncio.create_task(self._handle(current))
             try:
                 ahead = await self._prepare(following)
@@ -118,8 +126,8 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
                 # Cancelled (shutdown timeout) while preparing: the write must not outlive the loop and its clients.
                 write.cancel()
 
-    async def _fetch(self, timeout_ms: int) -> list[SourceRecord]:
-        batch = await self._kafka.getmany(timeout_ms=timeout_ms, max_records=self._settings.batch_max_records)
+    async def _fetch(self, timeout_ms: int, max_records: int) -> list[SourceRecord]:
+        batch = await self._kafka.getmany(timeout_ms=timeout_ms, max_records=max_records)
         self._health.beat()
         return [r for tp in sorted(batch) for r in batch[tp]]
 

@@ -1,30 +1,27 @@
-"""What the database must hold after a stream of raw events: a model computed without the worker's code paths."""
+"""Checks shared by the integration tests: the tables against the model, and no personal data in logs."""
 
 from __future__ import annotations
 
-import datetime as dt
 import re
-import uuid
 from typing import Any
 
+import asyncpg
+
 from schemas.decoder import decode
+from tests import model
 from worker import samples
 from worker.model import Person, Upsert
 from worker.normaliser import normalise
 
 
-def _order(event: dict[str, Any]) -> tuple[dt.datetime, str]:
-    return dt.datetime.fromisoformat(event["occurred_at"]), str(uuid.UUID(event["event_id"]))
-
-
-def newest_appointments(events: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[str, bool]]:
-    """(dealer_id, dms_number) -> (event_id, deleted) of the newest event per appointment."""
-    newest: dict[tuple[str, str], dict[str, Any]] = {}
-    for event in events:
-        key = (event["dealer_id"], event["appointment"]["dms_number"])
-        if key not in newest or _order(event) > _order(newest[key]):
-            newest[key] = event
-    return {key: (str(uuid.UUID(e["event_id"])), e["event_type"] == "appointment.deleted") for key, e in newest.items()}
+async def assert_tables_match(dsn: str, events: list[dict[str, Any]]) -> None:
+    """The four tables and the applied event ids equal tests/model.py's model of ``events``, row for row."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        actual = await model.read_tables(conn)
+    finally:
+        await conn.close()
+    model.assert_tables_equal(model.expected_state(samples.encode(e) for e in events), actual)
 
 
 PERSONAL = ("first_name", "last_name", "street", "postcode", "city", "email_private", "email_business",

@@ -199,10 +199,7 @@ async def test_dry_run_then_fix_then_replay_lands_once_and_the_loop_guard_holds(
     assert "duplicate letters skipped: 1" in out
     landed = world.valid + world.legacy
     await eventually(lambda: _count_is(fetchval(world.dsn, "SELECT count(*) FROM applied_events"), len(landed)))
-    rows = await fetch(world.dsn, "SELECT dealer_id, dms_number, event_id::text AS event_id, deleted FROM appointments")
-    assert {(r["dealer_id"], r["dms_number"]): (r["event_id"], r["deleted"]) for r in rows} == (
-        expected.newest_appointments(landed)
-    )
+    await expected.assert_tables_match(world.dsn, landed)
     await assert_replayed_records(world, expected_count=5)
 
     # A second replay publishes nothing new.

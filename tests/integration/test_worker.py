@@ -38,9 +38,7 @@ async def applied_count(dsn: str) -> int:
 
 
 async def assert_state_matches(dsn: str, events: list[dict[str, Any]]) -> None:
-    rows = await fetch(dsn, "SELECT dealer_id, dms_number, event_id::text AS event_id, deleted FROM appointments")
-    actual = {(r["dealer_id"], r["dms_number"]): (r["event_id"], r["deleted"]) for r in rows}
-    assert actual == expected.newest_appointments(events)
+    await expected.assert_tables_match(dsn, events)
 
 
 def start_worker(tmp_path: Path, name: str, **env: str) -> WorkerProcess:

@@ -56,9 +56,7 @@ def to_event(value: bytes | None) -> NormalisedEvent:
         raise DecodeError("not valid JSON (nested too deeply)") from None
     try:
         return normalise(event)
-    except PermanentError:
-        raise
-    except (ValueError, ArithmeticError, OverflowError) as exc:
+    except (ValueError, ArithmeticError) as exc:
         # The normaliser's own checks raise NormaliseError; anything else slipping out is a bug we must not crash on.
         raise NormaliseError(f"normalisation failed: {type(exc).__name__}") from None
 

@@ -10,8 +10,8 @@ import asyncio
 import contextlib
 import signal
 import ssl
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
@@ -28,6 +28,7 @@ from worker.metrics import Metrics
 from worker.store import Store
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 def kafka_options(settings: config.Settings) -> dict[str, Any]:
@@ -59,21 +60,29 @@ def consumer_options(settings: config.Settings) -> dict[str, Any]:
     }
 
 
-async def open_pool(settings: config.Settings) -> asyncpg.Pool:
-    """The pool, waiting (with the retry policy) for a database that is still starting."""
+_UNREACHABLE = (OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError)
+
+
+async def _when_database_answers(connect: Callable[[], Awaitable[T]]) -> T:
+    """``connect()``, retried with the retry policy while the database is still starting or unreachable."""
     async for attempt in retry.policy(attempts=30, deadline_s=120, max_backoff_s=5):
         with attempt:
             try:
-                pool: asyncpg.Pool = await asyncpg.create_pool(
-                    settings.database_url,
-                    min_size=settings.db_pool_min_size,
-                    max_size=settings.db_pool_max_size,
-                    command_timeout=settings.retry_attempt_timeout_s,
-                )
-            except (OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError) as exc:
+                return await connect()
+            except _UNREACHABLE as exc:
                 raise TransientError(f"database unreachable: {type(exc).__name__}") from None
-            return pool
     raise AssertionError("unreachable: the retry policy re-raises")
+
+
+async def open_pool(settings: config.Settings) -> asyncpg.Pool:
+    return await _when_database_answers(
+        lambda: asyncpg.create_pool(
+            settings.database_url,
+            min_size=settings.db_pool_min_size,
+            max_size=settings.db_pool_max_size,
+            command_timeout=settings.retry_attempt_timeout_s,
+        )
+    )
 
 
 @contextlib.asynccontextmanager
@@ -157,12 +166,7 @@ async def _run_until_signal(consumer: Consumer, shutdown_timeout_s: float) -> No
 
 
 async def _migrate_with_retry(dsn: str) -> None:
-    async for attempt in retry.policy(attempts=30, deadline_s=120, max_backoff_s=5):
-        with attempt:
-            try:
-                applied = await migrations.migrate(dsn)
-            except (OSError, asyncpg.CannotConnectNowError) as exc:
-                raise TransientError(f"database unreachable: {type(exc).__name__}") from None
+    applied = await _when_database_answers(lambda: migrations.migrate(dsn))
     log.info("migrations", applied=applied)
 
 

@@ -607,10 +607,41 @@ async def kill_during_batch(worker: WorkerProcess, dsn: str, *, after_commit: bo
     return False
 
 
+class KeepBusy:
+    """Offers a stream while faults are injected, so that every fault finds work in flight whatever the machine's
+    speed: about ``backlog`` records stay waiting, and the last ``reserve`` records are held back until ``finish()``,
+    so the worker cannot reach the end of the stream before the last fault (it used to, on a fast machine)."""
+
+    def __init__(self, run: Run, records: Sequence[Record], *, backlog: int, reserve: int) -> None:
+        self._run, self._records = run, records
+        self._backlog, self._cap = backlog, len(records) - reserve
+        self._finishing = asyncio.Event()
+        self.sent = 0
+        self._task = asyncio.create_task(self._offer())
+
+    async def _offer(self) -> None:
+        while not self._finishing.is_set():
+            waiting = self.sent - sum((await stored_offsets(self._run.dsn, self._run.topic)).values())
+            if self.sent < self._cap and waiting < self._backlog:
+                await self._send(min(self._cap, self.sent + 100))
+            else:
+                await asyncio.sleep(0.05)
+        await self._send(len(self._records))
+
+    async def _send(self, upto: int) -> None:
+        await produce(self._run.bootstrap, self._run.topic, self._records[self.sent : upto])
+        self.sent = upto
+
+    async def finish(self) -> None:
+        """Offer the rest of the stream, and return once all of it is in the topic."""
+        self._finishing.set()
+        await self._task
+
+
 async def test_kill_9_mid_batch_repeatedly_then_restart(run: Run) -> None:
     stream = scenario_stream(seed=31, events=3000)
-    await produce(run.bootstrap, run.topic, stream.records)
     total = len(stream.records)
+    offer = KeepBusy(run, stream.records, backlog=400, reserve=total // 4)
     kills, mid_transaction = 0, 0
     for round_ in range(4):
         worker = run.start(f"killed-{round_}", BATCH_MAX_RECORDS="250")
@@ -625,6 +656,7 @@ async def test_kill_9_mid_batch_repeatedly_then_restart(run: Run) -> None:
         mid_transaction += await kill_during_batch(worker, run.dsn, after_commit=round_ % 2 == 1)
         kills += 1
         assert sum((await stored_offsets(run.dsn, run.topic)).values()) < total, "killed after the end: no fault"
+    await offer.finish()
     last = run.start("survivor")
     await run.until_consumed(workers=[last])
     assert run.stop_all() == [0]

@@ -612,30 +612,35 @@ class KeepBusy:
     speed: about ``backlog`` records stay waiting, and the last ``reserve`` records are held back until ``finish()``,
     so the worker cannot reach the end of the stream before the last fault (it used to, on a fast machine)."""
 
-    def __init__(self, run: Run, records: Sequence[Record], *, backlog: int, reserve: int) -> None:
+    def __init__(self, run: Run, records: Sequence[Record], *, backlog: int, reserve: int, sent: int = 0) -> None:
         self._run, self._records = run, records
         self._backlog, self._cap = backlog, len(records) - reserve
-        self._finishing = asyncio.Event()
-        self.sent = 0
+        self._holding = asyncio.Event()
+        self.sent = sent  # records[:sent] are in the topic already
         self._task = asyncio.create_task(self._offer())
 
     async def _offer(self) -> None:
-        while not self._finishing.is_set():
+        while not self._holding.is_set():
             waiting = self.sent - sum((await stored_offsets(self._run.dsn, self._run.topic)).values())
             if self.sent < self._cap and waiting < self._backlog:
                 await self._send(min(self._cap, self.sent + 100))
             else:
                 await asyncio.sleep(0.05)
-        await self._send(len(self._records))
 
     async def _send(self, upto: int) -> None:
         await produce(self._run.bootstrap, self._run.topic, self._records[self.sent : upto])
         self.sent = upto
 
+    async def hold(self) -> int:
+        """Stop offering; returns how many records of the stream are in the topic."""
+        self._holding.set()
+        await self._task
+        return self.sent
+
     async def finish(self) -> None:
         """Offer the rest of the stream, and return once all of it is in the topic."""
-        self._finishing.set()
-        await self._task
+        await self.hold()
+        await self._send(len(self._records))
 
 
 async def test_kill_9_mid_batch_repeatedly_then_restart(run: Run) -> None:
@@ -681,13 +686,14 @@ async def test_postgres_stopped_30s_and_backends_terminated_mid_transaction(run:
     await until(lambda: _above(applied(run.dsn), 100), timeout_s=120, workers=[worker], what="first progress")
     admin = await asyncpg.connect(run.dsn)
     terminated = 0
+    # Records keep coming until the third termination, however fast the worker drains them.
+    offer = KeepBusy(run, stream.records, backlog=300, reserve=third, sent=third)
     try:
-        producing = asyncio.create_task(produce(run.bootstrap, run.topic, stream.records[third : 2 * third]))
         deadline = time.monotonic() + 60
         while terminated < 3 and time.monotonic() < deadline:
             terminated += await worker_backends_in_transaction(admin, run.dsn, terminate=True)
             await asyncio.sleep(0.01)
-        await producing
+        offered = await offer.hold()
     finally:
         await admin.close()
     assert terminated >= 3, "never caught the worker inside a transaction"
@@ -695,7 +701,7 @@ async def test_postgres_stopped_30s_and_backends_terminated_mid_transaction(run:
     # commits that were already acknowledged -- a property of that setting, not of the worker.
     local_stack.postgres.stop("fast")
     try:
-        await produce(run.bootstrap, run.topic, stream.records[2 * third :])
+        await produce(run.bootstrap, run.topic, stream.records[offered:])
         await asyncio.sleep(30)
         assert worker.alive
     finally:

@@ -23,10 +23,10 @@ test: venv  ## unit + integration tests against a real Kafka broker and PostgreS
 	.venv/bin/pytest $(PYTEST_ARGS)
 
 demo: venv  ## the worker end to end: local stack, sample events, what landed, dead letters
-	.venv/bin/python dev/demo.py
+	.venv/bin/python -m dev.demo
 
 bench: venv  ## benchmarks: print figures, never assert
-	.venv/bin/python bench/run_all.py
+	.venv/bin/python -m bench.run_all
 
 lint: venv
 	.venv/bin/ruff check .
@@ -34,10 +34,10 @@ lint: venv
 	.venv/bin/mypy
 
 stack-up: venv  ## a long-lived local stack for development: eval "$$(make -s stack-up)"
-	@.venv/bin/python dev/stack.py up
+	@.venv/bin/python -m dev.stack up
 
 stack-down:
-	@python3 dev/stack.py down
+	@python3 -m dev.stack down
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

@@ -3,7 +3,7 @@
     .venv/bin/python bench/normaliser_bench.py [--events N] [--seed S]
 
 "Straightforward" is the same normaliser with phonenumbers.parse + is_valid_number + format_number on every
-phone field (and email-validator on every e-mail field): worker.normaliser.REFERENCE. A second variant keeps the
+phone field (and email-validator on every e-mail field): worker.normalise.normaliser.REFERENCE. A second variant keeps the
 fast e-mail path and only swaps the phones, which is the issue's literal definition. The corpus is realistic
 and messy (3 persons with all 14 fields filled, a vehicle, 3 interventions) and every number in it is distinct,
 so no cache can hide work. Timed in process CPU time, variants interleaved, best round. Prints, never asserts.
@@ -21,8 +21,8 @@ import msgspec
 
 from schemas.contract import Event
 from schemas.decoder import decode
-from worker.normaliser import FAST, REFERENCE, Rules, normalise
-from worker.phones import normalise_phone_reference
+from worker.normalise.normaliser import FAST, REFERENCE, Rules, normalise
+from worker.normalise.phones import normalise_phone_reference
 
 _MOBILE_SHAPES = ("06-{a}", "06 {b}", "06{a}", "+316{a}", "+31 6 {b}", "0031 6 {a}", "06-{a} (werk)", "+31 (0)6 {b}")
 _LANDLINE_SHAPES = ("020-{c}", "010 {d}", "+31 30 {d}", "073 {d}", "0{e}", "tel. 020 {d}")

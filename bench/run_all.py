@@ -21,8 +21,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH.parent / "dev"))
-import stack as devstack  # noqa: E402
+from dev import stack as devstack
 
 # Components first: the end-to-end figures are read against them. A benchmark not written yet is skipped.
 ORDER = ("normaliser_bench.py", "store_bench.py", "worker_bench.py")
@@ -50,9 +49,13 @@ def _lists(help_text: str, option: str) -> bool:
     return any(f"{option}{end}" in help_text for end in (" ", "\n", ",", "]"))
 
 
+def _command(script: Path) -> list[str]:
+    return [sys.executable, "-m", f"bench.{script.stem}"]
+
+
 def accepted(script: Path, groups: list[list[str]]) -> list[str]:
     help_text = subprocess.run(
-        [sys.executable, str(script), "--help"], capture_output=True, text=True, check=False, cwd=BENCH.parent
+        [*_command(script), "--help"], capture_output=True, text=True, check=False, cwd=BENCH.parent
     ).stdout
     given = {group[0].split("=", 1)[0] for group in groups}
     if "--quick" in given and not _lists(help_text, "--quick"):
@@ -101,8 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with database_env(names) as env:
         for name in names:
             script = BENCH / name
-            cmd = [sys.executable, str(script), *accepted(script, groups)]
-            print(f"\n=== {name} {' '.join(cmd[2:])}", flush=True)
+            cmd = [*_command(script), *accepted(script, groups)]
+            print(f"\n=== {name} {' '.join(cmd[3:])}", flush=True)
             started = time.monotonic()
             child_env = env if name in NEEDS_DATABASE else dict(os.environ)
             code = subprocess.run(cmd, check=False, cwd=BENCH.parent, env=child_env).returncode

@@ -23,22 +23,18 @@ import datetime as dt
 import decimal
 import os
 import random
-import sys
 import time
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from worker.migrations import migrate
-from worker.model import Appointment, Intervention, NormalisedEvent, Note, Person, Upsert, Vehicle
-from worker.store import COPY_MIN_ROWS, Item, Offset, Staging, Store, canonical_event_id
+from worker.normalise.model import Appointment, Intervention, NormalisedEvent, Note, Person, Upsert, Vehicle
+from worker.runtime.migrations import migrate
+from worker.runtime.store import COPY_MIN_ROWS, Item, Offset, Staging, Store, canonical_event_id
 
 TOPIC = "carsys.appointments"
 FIRST = ["Jan", "Sanne", "Pieter", "Fatima", "Daan", "Emma", "Mohamed", "Lotte", "Bram", "Anouk"]

@@ -48,24 +48,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "dev"))
+import asyncpg
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
 
-import asyncpg  # noqa: E402
-import msgspec  # noqa: E402
-import stack as devstack  # noqa: E402
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
-from aiokafka.partitioner import DefaultPartitioner  # noqa: E402
-
-from schemas.decoder import decode  # noqa: E402
-from tests.support import WorkerProcess, fetchval  # noqa: E402
-from worker import config, logs, retry, samples  # noqa: E402
-from worker.app import consumer_options  # noqa: E402
-from worker.migrations import migrate  # noqa: E402
-from worker.records import prepare, to_event  # noqa: E402
-from worker.store import Item, Offset, Store  # noqa: E402
+from dev import samples
+from dev import stack as devstack
+from dev.db import fetchval
+from dev.process import REPO, WorkerProcess
+from schemas.decoder import decode
+from worker import config
+from worker.normalise.records import prepare, to_event
+from worker.runtime import logs, retry
+from worker.runtime.app import consumer_options
+from worker.runtime.migrations import migrate
+from worker.runtime.store import Item, Offset, Store
 
 RESULTS = REPO / "bench" / "results"
 PARTITIONS = 6  # `carsys-ingest init`'s default
@@ -349,7 +348,7 @@ async def watch_drain(worker: Worker, bench: Bench, n: int, timeout_s: float) ->
     window, before = Window(), cpu()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        m = worker.metrics()
+        m = worker.runtime.metrics()
         now = time.time()
         if not window.start and m.get("carsys_events_consumed_total", 0) > 0:
             window.start, before = now, cpu()
@@ -371,7 +370,7 @@ async def measure_worker(bench: Bench, records: Sequence[Record], log_dir: Path)
     worker = Worker(bench, topic, dsn, log_dir / "worker-throughput.log")
     try:
         window = await watch_drain(worker, bench, n, timeout_s=max(120.0, n / 300))
-        m, rss = worker.metrics(), peak_rss_mib(worker.pid)
+        m, rss = worker.runtime.metrics(), peak_rss_mib(worker.pid)
     finally:
         worker.stop()
     seconds = window.end - window.start
@@ -481,7 +480,7 @@ async def measure_latency(bench: Bench, records: Sequence[Record], rate: float, 
         cpu, wall = cpu_seconds(worker.pid) - cpu_before, time.monotonic() - started
         stop.set()
         await poller
-        m, rss = worker.metrics(), peak_rss_mib(worker.pid)
+        m, rss = worker.runtime.metrics(), peak_rss_mib(worker.pid)
     finally:
         stop.set()
         worker.stop()
@@ -626,11 +625,11 @@ async def measure_naive(bench: Bench, records: Sequence[Record], limit_s: float)
 # Where a sample's time goes: the first category whose marker is on its stack, in this order (inner stages first).
 CATEGORIES = (
     ("decode (schemas/decoder)", "schemas/decoder.py"),
-    ("normalise (worker/normaliser & rules)", "worker/normaliser.py"),
-    ("store: rows, SQL, asyncpg", "worker/store.py"),
-    ("dead letters / commit / metrics", "worker/consumer.py:_commit"),
+    ("normalise (worker/normaliser & rules)", "worker/normalise/normaliser.py"),
+    ("store: rows, SQL, asyncpg", "worker/runtime/store.py"),
+    ("dead letters / commit / metrics", "worker/runtime/consumer.py:_commit"),
     ("kafka client (aiokafka)", "aiokafka/"),
-    ("health/metrics server", "worker/health.py"),
+    ("health/metrics server", "worker/runtime/health.py"),
 )
 
 
@@ -639,10 +638,10 @@ WRAPPERS = frozenset(
     {
         "<module> (worker/cli.py)",
         "main (worker/cli.py)",
-        "run_command (worker/app.py)",
-        "Consumer.run (worker/consumer.py)",
-        "Consumer._handle (worker/consumer.py)",
-        "Consumer._process_until_done (worker/consumer.py)",
+        "run_command (worker/runtime/app.py)",
+        "Consumer.run (worker/runtime/consumer.py)",
+        "Consumer._handle (worker/runtime/consumer.py)",
+        "Consumer._process_until_done (worker/runtime/consumer.py)",
     }
 )
 

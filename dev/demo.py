@@ -19,13 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import stack as devstack
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from tests.support import produce  # noqa: E402
-from worker import samples  # noqa: E402
+from dev import samples
+from dev import stack as devstack
+from dev.kafka import produce
+from dev.process import REPO
 
 TOPIC = "carsys.appointments"
 CLI = [sys.executable, "-m", "worker.cli"]

@@ -1,9 +1,9 @@
 """The local stack without Docker: a real Apache Kafka broker (KRaft) and a real PostgreSQL server.
 
-    python dev/stack.py up   [--name NAME]   start both (or reuse KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL)
-    python dev/stack.py env  [--name NAME]   print the environment to talk to it (eval-able)
-    python dev/stack.py status [--name NAME]
-    python dev/stack.py down [--name NAME]   stop both and delete their data
+    python -m dev.stack up   [--name NAME]   start both (or reuse KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL)
+    python -m dev.stack env  [--name NAME]   print the environment to talk to it (eval-able)
+    python -m dev.stack status [--name NAME]
+    python -m dev.stack down [--name NAME]   stop both and delete their data
 
 Kafka comes from Apache Kafka's own jars on Maven Central (resolved once with Maven into ~/.cache/carsys-ingest) and
 runs with ``java`` as a single KRaft broker+controller on 127.0.0.1. PostgreSQL is a throwaway cluster made with the

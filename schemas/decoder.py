@@ -8,10 +8,8 @@ exception is never chained.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -186,9 +184,3 @@ def _widen_decimals(node: Any) -> None:
 def schema_text() -> str:
     """The schema exactly as checked in at ``schemas/carsys-event.v1.schema.json``."""
     return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
-
-
-def schema_command(args: argparse.Namespace) -> int:
-    """``carsys-ingest schema``: print the v1 JSON Schema."""
-    sys.stdout.write(schema_text())
-    return 0

@@ -7,11 +7,11 @@ from typing import Any
 
 import asyncpg
 
+from dev import samples
 from schemas.decoder import decode
 from tests import model
-from worker import samples
-from worker.model import Person, Upsert
-from worker.normaliser import normalise
+from worker.normalise.model import Person, Upsert
+from worker.normalise.normaliser import normalise
 
 
 async def assert_tables_match(dsn: str, events: list[dict[str, Any]]) -> None:

@@ -25,8 +25,8 @@ from typing import Any
 import msgspec
 
 from schemas.decoder import decode
-from worker.model import Delete, Person, Upsert, Vehicle
-from worker.normaliser import normalise
+from worker.normalise.model import Delete, Person, Upsert, Vehicle
+from worker.normalise.normaliser import normalise
 
 Key = tuple[str, ...]
 Version = tuple[dt.datetime, str]

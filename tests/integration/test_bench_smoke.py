@@ -1,6 +1,6 @@
 """The end-to-end benchmark runs (its figures are not checked: they depend on the machine).
 
-``bench/worker_bench.py --quick`` against this run's stack (KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL from the
+``python -m bench.worker_bench --quick`` against this run's stack (KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL from the
 ``local_stack`` fixture via ``kafka_bootstrap`` and ``pg_admin_dsn``, so it starts no second stack), writing its
 JSON into a temporary directory.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import REPO
+from dev.process import REPO
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -25,7 +25,7 @@ MEASUREMENTS = ("worker", "latency", "client_limit", "normalise_only", "database
 def test_worker_bench_quick_run_writes_its_figures(kafka_bootstrap: str, pg_admin_dsn: str, tmp_path: Path) -> None:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "DATABASE_URL": pg_admin_dsn}
     result = subprocess.run(
-        [sys.executable, "bench/worker_bench.py", "--quick", "--output", str(tmp_path)],
+        [sys.executable, "-m", "bench.worker_bench", "--quick", "--output", str(tmp_path)],
         cwd=REPO,
         env=env,
         capture_output=True,

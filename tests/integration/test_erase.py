@@ -10,13 +10,17 @@ from typing import Any
 
 import pytest
 
+from dev import samples
+from dev.db import fetch, fetchval
+from dev.kafka import produce, read_all
+from dev.process import WorkerProcess, worker_env
+from dev.waiting import eventually
 from tests.conftest import TopicFactory
-from tests.support import WorkerProcess, eventually, fetch, fetchval, produce, read_all, worker_env
-from worker import cli, samples
+from worker import cli
 
 pytestmark = pytest.mark.timeout(240)
 
-# Invented, and unlike anything worker.samples generates, so a hit anywhere can only come from these persons.
+# Invented, and unlike anything dev.samples generates, so a hit anywhere can only come from these persons.
 ERASED_BY_EMAIL = {
     "id": "P-ERASE-1",
     "title": "mevrouw",

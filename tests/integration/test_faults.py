@@ -28,12 +28,16 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from dev import samples
+from dev import stack as devstack
+from dev.db import fetch, fetchval
+from dev.kafka import committed_offsets, end_offsets, produce, read_all
+from dev.process import WorkerProcess, worker_env
+from dev.waiting import eventually
 from tests import model
 from tests.conftest import TopicFactory
-from tests.support import WorkerProcess, fetch, fetchval, read_all, worker_env
-from worker import samples
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -317,40 +321,6 @@ def scenario_stream(seed: int, events: int, *, poison_every: int = 150) -> Strea
 # --- Kafka and PostgreSQL helpers --------------------------------------------------------------------------------
 
 
-async def produce(bootstrap: str, topic: str, records: Sequence[Record]) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, max_request_size=BIG, linger_ms=10
-    )
-    await producer.start()
-    try:
-        futures = [await producer.send(topic, key=k, value=v, headers=h) for k, v, h in records]
-        for future in futures:
-            await future
-    finally:
-        await producer.stop()
-
-
-async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        ends = await consumer.end_offsets(partitions)
-        return {tp.partition: offset for tp, offset in ends.items()}
-    finally:
-        await consumer.stop()
-
-
-async def committed_offsets(bootstrap: str, topic: str, group: str, partitions: Sequence[int]) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        return {p: await consumer.committed(TopicPartition(topic, p)) or 0 for p in partitions}
-    finally:
-        await consumer.stop()
-
-
 async def stored_offsets(dsn: str, topic: str) -> dict[int, int]:
     try:
         conn = await asyncpg.connect(dsn, timeout=5)
@@ -370,23 +340,6 @@ async def applied(dsn: str) -> int:
         return int(await fetchval(dsn, "SELECT count(*) FROM applied_events"))
     except (OSError, asyncpg.PostgresError, TimeoutError):
         return -1
-
-
-async def until(
-    check: Callable[[], Awaitable[bool]], *, timeout_s: float, workers: Sequence[WorkerProcess] = (), what: str = ""
-) -> None:
-    """``check`` becomes true within the timeout, and no worker that should be running has died meanwhile."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for w in workers:
-            if not w.alive:
-                tail = "\n".join(w.log_text().splitlines()[-15:])
-                code = w.proc.poll() if w.proc else None
-                raise AssertionError(f"worker {w.log_path.name} exited ({code}) while {what}:\n{tail}")
-        if await check():
-            return
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"not reached within {timeout_s:.0f}s: {what}")
 
 
 def worker_dsn(dsn: str) -> str:
@@ -441,7 +394,7 @@ class Run:
             stored = await stored_offsets(self.dsn, self.topic)
             return all(stored.get(p, 0) >= end for p, end in ends.items())
 
-        await until(done, timeout_s=timeout_s, workers=workers, what="consuming to the end of every partition")
+        await eventually(done, timeout_s=timeout_s, workers=workers, what="consuming to the end of every partition")
 
     async def verify(self, stream: Stream) -> dict[str, int]:
         """The three end-of-scenario checks (module docstring). Returns figures for the report."""
@@ -495,7 +448,7 @@ class Run:
         async def kafka_caught_up() -> bool:
             return await committed_offsets(self.bootstrap, self.topic, self.topic, list(ends)) == ends
 
-        await until(kafka_caught_up, timeout_s=60, what="Kafka's committed offsets reaching the end")
+        await eventually(kafka_caught_up, timeout_s=60, what="Kafka's committed offsets reaching the end")
         figures = {
             "records": len(source),
             "valid_events": len(stream.valid),
@@ -651,7 +604,7 @@ async def test_kill_9_mid_batch_repeatedly_then_restart(run: Run) -> None:
     for round_ in range(4):
         worker = run.start(f"killed-{round_}", BATCH_MAX_RECORDS="250")
         floor = await applied(run.dsn)
-        await until(
+        await eventually(
             lambda floor=floor: _above(applied(run.dsn), floor + 150),
             timeout_s=120,
             workers=[worker],
@@ -683,7 +636,7 @@ async def test_postgres_stopped_30s_and_backends_terminated_mid_transaction(run:
     third = len(stream.records) // 3
     await produce(run.bootstrap, run.topic, stream.records[:third])
     worker = run.start("w", BATCH_MAX_RECORDS="200")
-    await until(lambda: _above(applied(run.dsn), 100), timeout_s=120, workers=[worker], what="first progress")
+    await eventually(lambda: _above(applied(run.dsn), 100), timeout_s=120, workers=[worker], what="first progress")
     admin = await asyncpg.connect(run.dsn)
     terminated = 0
     # Records keep coming until the third termination, however fast the worker drains them.
@@ -718,13 +671,11 @@ async def test_postgres_stopped_30s_and_backends_terminated_mid_transaction(run:
 async def test_kafka_broker_restarted_mid_stream(run: Run, local_stack: Any) -> None:
     if local_stack.kafka is None:
         pytest.skip("KAFKA_BOOTSTRAP_SERVERS points at a broker this test cannot restart")
-    import stack as devstack  # dev/, put on sys.path by tests/conftest.py
-
     stream = scenario_stream(seed=51, events=3000)
     half = len(stream.records) // 2
     await produce(run.bootstrap, run.topic, stream.records[:half])
     worker = run.start("w", BATCH_MAX_RECORDS="200")
-    await until(lambda: _above(applied(run.dsn), 200), timeout_s=120, workers=[worker], what="first progress")
+    await eventually(lambda: _above(applied(run.dsn), 200), timeout_s=120, workers=[worker], what="first progress")
     started = time.monotonic()
     local_stack.kafka.stop()
     await asyncio.sleep(5)
@@ -752,17 +703,17 @@ async def scale_1_3_1(run: Run, events: int, seed: int) -> None:
     started = time.monotonic()
     producing = asyncio.create_task(offer(phases[0]))
     first = run.start("first")
-    await until(lambda: _above(applied(run.dsn), n // 20), timeout_s=180, workers=[first], what="1 replica")
+    await eventually(lambda: _above(applied(run.dsn), n // 20), timeout_s=180, workers=[first], what="1 replica")
     # 1 -> 3 while the first works through its backlog.
     extra = [run.start("second"), run.start("third")]
     everyone = [first, *extra]
     for w in extra:
-        await until(lambda w=w: _probe_ok(w), timeout_s=120, workers=everyone, what="the newcomers joining")
+        await eventually(lambda w=w: _probe_ok(w), timeout_s=120, workers=everyone, what="the newcomers joining")
     await producing
     producing = asyncio.create_task(offer(phases[1]))
     for w in extra:
         # Each newcomer must really have taken partitions over and consumed before it leaves again.
-        await until(
+        await eventually(
             lambda w=w: _metric_above(w, "carsys_events_consumed_total", 0),
             timeout_s=180,
             workers=everyone,
@@ -815,7 +766,7 @@ async def test_crash_between_database_and_kafka_commit_resumes_from_postgres(run
         await rewind.stop()
     assert await committed_offsets(run.bootstrap, run.topic, run.topic, list(ends)) == behind
     second = run.start("second")
-    await until(lambda: _probe_ok(second), timeout_s=120, workers=[second], what="the second worker joining")
+    await eventually(lambda: _probe_ok(second), timeout_s=120, workers=[second], what="the second worker joining")
     await run.verify(stream)  # includes: Kafka's committed offsets back at the end of every partition
     _, metrics = second.get("/metrics")
     consumed = [line for line in metrics.splitlines() if line.startswith("carsys_events_consumed_total ")]

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import with_database
 from worker.errors import ConfigError
-from worker.migrations import MigrationError, load, migrate, migrate_command
+from worker.runtime.migrations import MigrationError, load, migrate, migrate_command
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -145,7 +145,7 @@ async def test_concurrent_processes_serialise_on_the_lock(pg_admin_dsn: str, tmp
     dsn = await _fresh_database(pg_admin_dsn)
     _write(tmp_path, "001_slow.sql", "SELECT pg_sleep(0.5); CREATE TABLE slow (id int); INSERT INTO slow VALUES (1);")
     code = (
-        "import asyncio, sys; from pathlib import Path; from worker.migrations import migrate; "
+        "import asyncio, sys; from pathlib import Path; from worker.runtime.migrations import migrate; "
         "print(asyncio.run(migrate(sys.argv[1], directory=Path(sys.argv[2]))))"
     )
     runs = [_run(sys.executable, "-c", code, dsn, str(tmp_path), env=_env(dsn)) for _ in range(3)]

@@ -20,10 +20,10 @@ import pytest
 import tenacity
 
 from worker.errors import TransientError, WriteRejected
-from worker.migrations import migrate
-from worker.model import Appointment, Delete, Intervention, NormalisedEvent, Note, Person, Upsert, Vehicle
-from worker.retry import policy
-from worker.store import BatchResult, Item, Offset, Store, classify
+from worker.normalise.model import Appointment, Delete, Intervention, NormalisedEvent, Note, Person, Upsert, Vehicle
+from worker.runtime.migrations import migrate
+from worker.runtime.retry import policy
+from worker.runtime.store import BatchResult, Item, Offset, Store, classify
 
 T0 = dt.datetime(2025, 3, 3, 8, 0, tzinfo=dt.UTC)
 TOPIC = "carsys.appointments"

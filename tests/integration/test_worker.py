@@ -11,10 +11,13 @@ from typing import Any
 import msgspec
 import pytest
 
+from dev import samples
+from dev.db import fetch, fetchval
+from dev.kafka import produce, read_all
+from dev.process import WorkerProcess, worker_env
+from dev.waiting import eventually
 from tests import expected
 from tests.conftest import TopicFactory
-from tests.support import WorkerProcess, eventually, fetch, fetchval, produce, read_all, worker_env
-from worker import samples
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.emails import normalise_email, normalise_email_reference
+from worker.normalise.emails import normalise_email, normalise_email_reference
 
 
 @pytest.mark.parametrize(

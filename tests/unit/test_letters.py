@@ -10,11 +10,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from worker import samples
-from worker.erasure import Target, holds
-from worker.letters import Filters, Letter, Range, parse_range, payload_view, redact, select, summarise, unique
-from worker.publisher import documents, fallback_key, prepare
-from worker.replay import pace, plan, replay_headers, verdict
+from dev import samples
+from worker.ops.erasure import Target, holds
+from worker.ops.inputs import documents
+from worker.ops.letters import Filters, Letter, Range, parse_range, payload_view, redact, select, summarise, unique
+from worker.ops.publisher import fallback_key, prepare
+from worker.ops.replay import pace, plan, replay_headers, verdict
 
 EVENT = next(e for e in samples.stream(seed=5, events=20) if e["event_type"] == "appointment.upserted")
 

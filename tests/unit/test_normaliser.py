@@ -19,16 +19,17 @@ from hypothesis import strategies as st
 
 from schemas import contract
 from schemas.decoder import decode
-from worker import model
-from worker.addresses import normalise_city, normalise_house_number, normalise_postcode
-from worker.emails import normalise_email
 from worker.errors import NormaliseError
-from worker.normaliser import FAST, REFERENCE, normalise, normalize_command, to_contract_shape
-from worker.phones import normalise_phone
-from worker.plates import normalise_plate
-from worker.text import PLACEHOLDERS, Result, clean
-from worker.titles import normalise_title
-from worker.vehicles import normalise_fuel, normalise_vin
+from worker.normalise import model
+from worker.normalise.addresses import normalise_city, normalise_house_number, normalise_postcode
+from worker.normalise.emails import normalise_email
+from worker.normalise.normaliser import FAST, REFERENCE, normalise, to_contract_shape
+from worker.normalise.phones import normalise_phone
+from worker.normalise.plates import normalise_plate
+from worker.normalise.text import PLACEHOLDERS, Result, clean
+from worker.normalise.titles import normalise_title
+from worker.normalise.vehicles import normalise_fuel, normalise_vin
+from worker.ops.preview import normalize_command
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
 RICH = (EXAMPLES / "upsert-rich.json").read_bytes()

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.phones import (
+from worker.normalise.phones import (
     candidates,
     fast_number,
     normalise_phone,

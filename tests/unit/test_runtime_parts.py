@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 import pytest
 import structlog
 
-from worker import logs, retry, samples
-from worker.deadletters import letter_headers, replay_count
+from dev import samples
 from worker.errors import ContractError, DecodeError, PermanentError, TransientError
-from worker.model import Upsert
-from worker.records import Failure, prepare, split
-from worker.store import Item
+from worker.normalise.model import Upsert
+from worker.normalise.records import Failure, prepare, split
+from worker.runtime import logs, retry
+from worker.runtime.deadletters import letter_headers, replay_count
+from worker.runtime.store import Item
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from worker import config, logs, migrations, retry
-from worker.consumer import Consumer
-from worker.deadletters import MAX_LETTER_BYTES, DeadLetterProducer, producer_options
+from worker import config
 from worker.errors import TransientError
-from worker.health import Health, HealthServer
-from worker.metrics import Metrics
-from worker.store import Store
+from worker.runtime import logs, migrations, retry
+from worker.runtime.consumer import Consumer
+from worker.runtime.deadletters import MAX_LETTER_BYTES, DeadLetterProducer, producer_options
+from worker.runtime.health import Health, HealthServer
+from worker.runtime.metrics import Metrics
+from worker.runtime.store import Store
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

@@ -16,7 +16,7 @@ from typing import Final, Literal, NamedTuple
 import phonenumbers
 from phonenumbers import PhoneMetadata, PhoneNumberType
 
-from worker.text import PLACEHOLDER, Fix, Fixes, clean
+from worker.normalise.text import PLACEHOLDER, Fix, Fixes, clean
 
 Kind = Literal["mobile", "landline", "other"]
 REGIONS: Final = ("NL", "BE")

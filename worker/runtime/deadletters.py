@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from worker.errors import PermanentError, TransientError
-from worker.records import SourceRecord
+from worker.normalise.records import SourceRecord
 
 log = structlog.get_logger(__name__)
 

@@ -51,11 +51,11 @@ class Migration(msgspec.Struct, frozen=True):
 
 
 def sql_dir() -> Path:
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "_sql", here.parent / "sql"):
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package / "_sql", package.parent / "sql"):
         if candidate.is_dir():
             return candidate
-    raise MigrationError(f"no migrations directory found (looked for {here / '_sql'} and {here.parent / 'sql'})")
+    raise MigrationError(f"no migrations directory found (looked for {package / '_sql'} and {package.parent / 'sql'})")
 
 
 def load(directory: Path | None = None) -> list[Migration]:

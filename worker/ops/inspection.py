@@ -18,15 +18,15 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from worker import config
-from worker.deadletters import MAX_LETTER_BYTES
 from worker.errors import ConfigError, TransientError
-from worker.letters import Filters, Letter, Origin, letter_view, render_summary, render_view, select, summarise
+from worker.ops.letters import Filters, Letter, Origin, letter_view, render_summary, render_view, select, summarise
+from worker.runtime.deadletters import MAX_LETTER_BYTES
 
 _FETCH_TIMEOUT_MS = 500
 
 
 def consumer_for(settings: config.Settings, purpose: str) -> AIOKafkaConsumer:
-    from worker.app import kafka_options  # the composition root imports the worker modules; import it late
+    from worker.runtime.app import kafka_options  # the composition root imports the worker modules; import it late
 
     return AIOKafkaConsumer(
         **kafka_options(settings),

@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from worker.metrics import Metrics
+from worker.runtime.metrics import Metrics
 
 
 class Health:

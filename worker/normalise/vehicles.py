@@ -6,7 +6,7 @@ import functools
 import re
 from typing import Final
 
-from worker.text import Result, clean
+from worker.normalise.text import Result, clean
 
 # Pure rules on values that repeat across customers (cities, titles, house numbers, fuels): remembered.
 _CACHE_SIZE: Final = 4096

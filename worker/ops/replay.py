@@ -33,12 +33,13 @@ import asyncpg
 import msgspec
 from aiokafka import AIOKafkaProducer
 
-from worker import config, migrations
-from worker.deadletters import PREFIX, REPLAY_COUNT, producer_options
+from worker import config
 from worker.errors import PermanentError, TransientError
-from worker.inspection import collect, filters_or_exit, replayed_origins
-from worker.letters import Filters, Letter, Origin, origin_text, unique
-from worker.records import to_event
+from worker.normalise.records import to_event
+from worker.ops.inspection import collect, filters_or_exit, replayed_origins
+from worker.ops.letters import Filters, Letter, Origin, origin_text, unique
+from worker.runtime import migrations
+from worker.runtime.deadletters import PREFIX, REPLAY_COUNT, producer_options
 
 REPLAY_OF = "replay.of"
 REPLAY_AT = "replay.at"
@@ -174,7 +175,7 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def producer_for(settings: config.Settings) -> AIOKafkaProducer:
-    from worker.app import kafka_options  # the composition root imports the worker modules; import it late
+    from worker.runtime.app import kafka_options  # the composition root imports the worker modules; import it late
 
     return AIOKafkaProducer(
         **kafka_options(settings), client_id=f"{settings.kafka_client_id}-replay", **producer_options()

@@ -1,34 +1,31 @@
 """The normaliser: a contract event in, the canonical event Claire relies on out. Pure: no I/O, no clock.
 
 Every person, the vehicle and the appointment carry notes ``{field, rule, action}`` saying what was changed or
-rejected; a note never holds a value (AVG/GDPR). ``normalize_command`` is the thin shell around it that lets a
-producer see what Claire will store from its events.
+rejected; a note never holds a value (AVG/GDPR). The ``normalize`` command (worker/ops/preview.py) shows
+a producer what Claire will store from its events.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import re
-import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Final, NamedTuple
 from zoneinfo import ZoneInfo
 
 import msgspec
 
 from schemas import contract
-from schemas.decoder import decode
-from worker import model
-from worker.addresses import normalise_city, normalise_house_number, normalise_postcode
-from worker.emails import normalise_email, normalise_email_reference
-from worker.errors import ContractError, DecodeError, NormaliseError
-from worker.phones import Phone, normalise_phone, normalise_phone_reference
-from worker.plates import normalise_plate
-from worker.text import Fixes, Result, clean, clean_id, collapse
-from worker.titles import normalise_title
-from worker.vehicles import normalise_fuel, normalise_vin
+from worker.errors import NormaliseError
+from worker.normalise import model
+from worker.normalise.addresses import normalise_city, normalise_house_number, normalise_postcode
+from worker.normalise.emails import normalise_email, normalise_email_reference
+from worker.normalise.phones import Phone, normalise_phone, normalise_phone_reference
+from worker.normalise.plates import normalise_plate
+from worker.normalise.text import Fixes, Result, clean, clean_id, collapse
+from worker.normalise.titles import normalise_title
+from worker.normalise.vehicles import normalise_fuel, normalise_vin
 
 # Loaded once at import: a missing time zone database must stop the worker at start-up, not per event.
 AMSTERDAM: Final = ZoneInfo("Europe/Amsterdam")
@@ -276,44 +273,3 @@ def to_contract_shape(event: model.NormalisedEvent) -> dict[str, Any]:
         "dealer_id": body["dealer_id"],
         "appointment": appointment,
     }
-
-
-def _documents(data: bytes) -> Iterator[tuple[str, bytes]]:
-    """One JSON document, or NDJSON: ``(where, value)`` per event; ``where`` prefixes error lines."""
-    stripped = data.strip()
-    if not stripped:
-        return
-    try:
-        msgspec.json.decode(stripped)
-    except msgspec.DecodeError:
-        for number, line in enumerate(data.splitlines(), start=1):
-            if line.strip():
-                yield f"line {number}", line
-        return
-    yield "", stripped
-
-
-def _read(path: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read()
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def normalize_command(args: argparse.Namespace) -> int:
-    """``carsys-ingest normalize [FILE|-]``: print what Claire will store from each event; exit 1 on any error."""
-    try:
-        data = _read(args.file)
-    except OSError as exc:
-        print(f"carsys-ingest normalize: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
-        return 2
-    failed = 0
-    for where, value in _documents(data):
-        try:
-            out = to_contract_shape(normalise(decode(value)))
-        except (DecodeError, ContractError, NormaliseError) as exc:
-            failed += 1
-            print(f"{where}{': ' if where else ''}{type(exc).__name__}: {exc}", file=sys.stderr)
-            continue
-        sys.stdout.buffer.write(msgspec.json.encode(out) + b"\n")
-    return 1 if failed else 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Final, NamedTuple
 
-from worker.text import Fixes, clean
+from worker.normalise.text import Fixes, clean
 
 # Sidecodes 1-14 as letter (L) / digit (D) patterns with the group lengths their dashes separate.
 _SIDECODES: Final = {

@@ -20,8 +20,9 @@ from aiokafka import AIOKafkaProducer
 from schemas.contract import record_key
 from schemas.decoder import decode
 from worker import config
-from worker.deadletters import producer_options
 from worker.errors import PermanentError
+from worker.ops.inputs import documents, read_input
+from worker.runtime.deadletters import producer_options
 
 
 class Prepared(msgspec.Struct, frozen=True):
@@ -29,18 +30,6 @@ class Prepared(msgspec.Struct, frozen=True):
     key: bytes | None
     value: bytes
     error: str | None = None  # "ContractError: $.dealer_id: ..." when invalid
-
-
-def documents(data: bytes) -> list[tuple[str, bytes]]:
-    """One JSON document or NDJSON, as ``normalize`` reads them: ``(where, value)`` per event, bytes as given."""
-    stripped = data.strip()
-    if not stripped:
-        return []
-    try:
-        msgspec.json.decode(stripped)
-    except msgspec.DecodeError:
-        return [(f"line {n}", line) for n, line in enumerate(data.splitlines(), start=1) if line.strip()]
-    return [("", stripped)]
 
 
 def fallback_key(value: bytes) -> bytes | None:
@@ -67,7 +56,7 @@ def prepare(where: str, value: bytes) -> Prepared:
 
 
 async def produce(settings: config.Settings, topic: str, records: Sequence[Prepared]) -> None:
-    from worker.app import kafka_options  # the composition root imports the worker modules; import it late
+    from worker.runtime.app import kafka_options  # the composition root imports the worker modules; import it late
 
     producer = AIOKafkaProducer(
         **kafka_options(settings), client_id=f"{settings.kafka_client_id}-publish", **producer_options()
@@ -81,13 +70,6 @@ async def produce(settings: config.Settings, topic: str, records: Sequence[Prepa
         await producer.stop()
 
 
-def _read(path: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read()
-    with open(path, "rb") as f:
-        return f.read()
-
-
 def _label(p: Prepared) -> str:
     return p.where or "document"
 
@@ -95,7 +77,7 @@ def _label(p: Prepared) -> str:
 def publish_command(args: argparse.Namespace) -> int:
     settings = config.from_env()
     try:
-        prepared = [prepare(where, value) for where, value in documents(_read(args.file))]
+        prepared = [prepare(where, value) for where, value in documents(read_input(args.file))]
     except OSError as exc:
         print(f"carsys-ingest publish: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2

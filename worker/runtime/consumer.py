@@ -25,14 +25,14 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from worker import retry
 from worker.config import Settings
-from worker.deadletters import DeadLetterProducer
 from worker.errors import PermanentError, TransientError, WriteRejected
-from worker.health import Health
-from worker.metrics import Metrics
-from worker.records import Failure, SourceRecord, offset_of, split
-from worker.store import BatchResult, Item, Offset, Store
+from worker.normalise.records import Failure, SourceRecord, offset_of, split
+from worker.runtime import retry
+from worker.runtime.deadletters import DeadLetterProducer
+from worker.runtime.health import Health
+from worker.runtime.metrics import Metrics
+from worker.runtime.store import BatchResult, Item, Offset, Store
 
 log = structlog.get_logger(__name__)
 

@@ -2,7 +2,7 @@
 
 Public API::
 
-    store = Store(pool, group_id=..., retention_days=14, retrying=worker.retry.policy, staging="auto",
+    store = Store(pool, group_id=..., retention_days=14, retrying=worker.runtime.retry.policy, staging="auto",
                   prune_every=1000)
     result = await store.apply(items, extra_offsets=(), *, on_rejected=None)   # -> BatchResult
     offsets = await store.stored_offsets(topic)                            # {partition: next offset}
@@ -40,7 +40,7 @@ Public API::
   transaction, before the commit) to make "dead-lettered" and "offset stored" atomic from the consumer's point of
   view; without it, a crash between the commit and your dead-letter produce loses the letter.
 - **Transient errors** (08*, 40001, 40P01, 53*, 57P*, 57014, 55P03, lost connections) roll the whole batch back and
-  ``apply`` retries it with the project's retry policy (``worker.retry.policy``, or the ``retrying`` factory you
+  ``apply`` retries it with the project's retry policy (``worker.runtime.retry.policy``, or the ``retrying`` factory you
   pass); when the policy gives up, ``TransientError`` propagates and the caller pauses and tries again later. Any
   other database error (e.g. a missing table: migrations not run) propagates unchanged: it is a bug or a deployment
   problem, neither retryable nor the record's fault.
@@ -61,8 +61,8 @@ import tenacity
 from asyncpg.exceptions import _base as asyncpg_base
 
 from worker.errors import IngestError, TransientError, WriteRejected
-from worker.model import Delete, NormalisedEvent, Note, Person, Upsert
-from worker.retry import policy
+from worker.normalise.model import Delete, NormalisedEvent, Note, Person, Upsert
+from worker.runtime.retry import policy
 
 log = structlog.get_logger(__name__)
 

@@ -33,11 +33,11 @@ import asyncpg
 import msgspec
 
 from worker import config
-from worker.emails import normalise_email
 from worker.errors import TransientError
-from worker.inspection import read_letters
-from worker.letters import Filters, Letter
-from worker.phones import normalise_phone
+from worker.normalise.emails import normalise_email
+from worker.normalise.phones import normalise_phone
+from worker.ops.inspection import read_letters
+from worker.ops.letters import Filters, Letter
 
 EMAIL_FIELDS = ("email_private", "email_business", "preferred_email")
 PHONE_FIELDS = ("phone_private", "mobile_private", "phone_business", "mobile_business", "preferred_mobile")

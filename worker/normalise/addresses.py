@@ -6,7 +6,7 @@ import functools
 import re
 from typing import Final
 
-from worker.text import NO_FIXES, Fixes, Result, clean
+from worker.normalise.text import NO_FIXES, Fixes, Result, clean
 
 # Pure rules on values that repeat across customers (cities, titles, house numbers, fuels): remembered.
 _CACHE_SIZE: Final = 4096

@@ -15,7 +15,7 @@ from typing import Final, Literal
 
 import email_validator
 
-from worker.text import Fixes, Result, clean
+from worker.normalise.text import Fixes, Result, clean
 
 LOWERCASED: Final = ("email", "lowercased")
 REJECTED: Final = ("email", "rejected")

@@ -13,9 +13,9 @@ import msgspec
 
 from schemas.decoder import decode
 from worker.errors import DecodeError, NormaliseError, PermanentError
-from worker.model import NormalisedEvent
-from worker.normaliser import normalise
-from worker.store import Item, Offset
+from worker.normalise.model import NormalisedEvent
+from worker.normalise.normaliser import normalise
+from worker.runtime.store import Item, Offset
 
 
 class SourceRecord(Protocol):

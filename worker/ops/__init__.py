@@ -1,0 +1,1 @@
+"""Operator and producer commands: dead letters, replay, publishing test events, erasure."""

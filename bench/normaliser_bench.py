@@ -3,8 +3,8 @@
     .venv/bin/python bench/normaliser_bench.py [--events N] [--seed S]
 
 "Straightforward" is the same normaliser with phonenumbers.parse + is_valid_number + format_number on every
-phone field (and email-validator on every e-mail field): worker.normalise.normaliser.REFERENCE. A second variant keeps the
-fast e-mail path and only swaps the phones, which is the issue's literal definition. The corpus is realistic
+phone field (and email-validator on every e-mail field): worker.normalise.normaliser.REFERENCE. A second variant
+keeps the fast e-mail path and only swaps the phones, which is the issue's literal definition. The corpus is realistic
 and messy (3 persons with all 14 fields filled, a vehicle, 3 interventions) and every number in it is distinct,
 so no cache can hide work. Timed in process CPU time, variants interleaved, best round. Prints, never asserts.
 """

@@ -20,8 +20,9 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
 from dev import stack as devstack
+
+BENCH = Path(__file__).resolve().parent
 
 # Components first: the end-to-end figures are read against them. A benchmark not written yet is skipped.
 ORDER = ("normaliser_bench.py", "store_bench.py", "worker_bench.py")

@@ -60,11 +60,11 @@ from dev.db import fetchval
 from dev.process import REPO, WorkerProcess
 from schemas.decoder import decode
 from worker import config
-from worker.normalise.records import prepare, to_event
+from worker.normalise.records import Item, Offset, prepare, to_event
 from worker.runtime import logs, retry
 from worker.runtime.app import consumer_options
 from worker.runtime.migrations import migrate
-from worker.runtime.store import Item, Offset, Store
+from worker.runtime.store import Store
 
 RESULTS = REPO / "bench" / "results"
 PARTITIONS = 6  # `carsys-ingest init`'s default
@@ -348,7 +348,7 @@ async def watch_drain(worker: Worker, bench: Bench, n: int, timeout_s: float) ->
     window, before = Window(), cpu()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        m = worker.runtime.metrics()
+        m = worker.metrics()
         now = time.time()
         if not window.start and m.get("carsys_events_consumed_total", 0) > 0:
             window.start, before = now, cpu()
@@ -370,7 +370,7 @@ async def measure_worker(bench: Bench, records: Sequence[Record], log_dir: Path)
     worker = Worker(bench, topic, dsn, log_dir / "worker-throughput.log")
     try:
         window = await watch_drain(worker, bench, n, timeout_s=max(120.0, n / 300))
-        m, rss = worker.runtime.metrics(), peak_rss_mib(worker.pid)
+        m, rss = worker.metrics(), peak_rss_mib(worker.pid)
     finally:
         worker.stop()
     seconds = window.end - window.start
@@ -480,7 +480,7 @@ async def measure_latency(bench: Bench, records: Sequence[Record], rate: float, 
         cpu, wall = cpu_seconds(worker.pid) - cpu_before, time.monotonic() - started
         stop.set()
         await poller
-        m, rss = worker.runtime.metrics(), peak_rss_mib(worker.pid)
+        m, rss = worker.metrics(), peak_rss_mib(worker.pid)
     finally:
         stop.set()
         worker.stop()

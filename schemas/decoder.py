@@ -16,11 +16,22 @@ from typing import Any, Final
 import msgspec
 
 from schemas.contract import SCHEMA_VERSION, AppointmentUpserted, Event
-from worker.errors import ContractError, DecodeError
 
 SCHEMA_ID: Final = "https://carsys-ingest.invalid/schemas/carsys-event.v1.schema.json"
 
 _DECODER: Final = msgspec.json.Decoder(Event)
+
+
+class Rejected(Exception):
+    """The value is not a v1 event. The message names the JSON path and the reason, never a value."""
+
+
+class NotJson(Rejected):
+    """The value is not UTF-8 JSON at all."""
+
+
+class NotV1(Rejected):
+    """Valid JSON that breaks the v1 contract."""
 
 
 class _Envelope(msgspec.Struct):
@@ -33,26 +44,26 @@ _ENVELOPE_DECODER: Final = msgspec.json.Decoder(_Envelope)
 
 
 def decode(value: bytes) -> Event:
-    """Decode one record value. Raises DecodeError (not UTF-8 JSON) or ContractError (JSON, but not v1)."""
+    """Decode one record value. Raises NotJson (not UTF-8 JSON) or NotV1 (JSON, but not a v1 event)."""
     _require_utf8(value)
     try:
         event: Event = _DECODER.decode(value)
     except msgspec.ValidationError as exc:
         raise _rejected(value, str(exc)) from None
     except msgspec.DecodeError as exc:
-        raise DecodeError(f"not valid JSON ({_json_reason(str(exc))})") from None
+        raise NotJson(f"not valid JSON ({_json_reason(str(exc))})") from None
     _require_finite_prices(event)
     return event
 
 
-def _rejected(value: bytes, message: str) -> DecodeError | ContractError:
+def _rejected(value: bytes, message: str) -> Rejected:
     # msgspec validates while it parses, so '{} x' fails validation before the trailing garbage is seen:
     # only a value that is JSON throughout is a contract error.
     try:
         msgspec.json.decode(value)
     except msgspec.DecodeError as exc:
-        return DecodeError(f"not valid JSON ({_json_reason(str(exc))})")
-    return ContractError(_newer_version(value) or contract_reason(message))
+        return NotJson(f"not valid JSON ({_json_reason(str(exc))})")
+    return NotV1(_newer_version(value) or contract_reason(message))
 
 
 def _require_utf8(value: bytes) -> None:
@@ -62,7 +73,7 @@ def _require_utf8(value: bytes) -> None:
     try:
         value.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DecodeError(f"not valid UTF-8 (at byte {exc.start})") from None
+        raise NotJson(f"not valid UTF-8 (at byte {exc.start})") from None
 
 
 def _json_reason(message: str) -> str:
@@ -86,7 +97,7 @@ def _require_finite_prices(event: Event) -> None:
         return
     for i, intervention in enumerate(event.appointment.interventions):
         if intervention.price is not None and not intervention.price.is_finite():
-            raise ContractError(f"$.appointment.interventions[{i}].price: expected a finite decimal number")
+            raise NotV1(f"$.appointment.interventions[{i}].price: expected a finite decimal number")
 
 
 _JSON_TYPES: Final = {

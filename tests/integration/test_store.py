@@ -21,9 +21,10 @@ import tenacity
 
 from worker.errors import TransientError, WriteRejected
 from worker.normalise.model import Appointment, Delete, Intervention, NormalisedEvent, Note, Person, Upsert, Vehicle
+from worker.normalise.records import Item, Offset
 from worker.runtime.migrations import migrate
 from worker.runtime.retry import policy
-from worker.runtime.store import BatchResult, Item, Offset, Store, classify
+from worker.runtime.store import BatchResult, Store, classify
 
 T0 = dt.datetime(2025, 3, 3, 8, 0, tzinfo=dt.UTC)
 TOPIC = "carsys.appointments"

@@ -6,16 +6,16 @@ which goes to the dead-letter topic.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 import msgspec
 
-from schemas.decoder import decode
-from worker.errors import DecodeError, NormaliseError, PermanentError
+from schemas.contract import Event
+from schemas.decoder import NotJson, NotV1, decode
+from worker.errors import ContractError, DecodeError, NormaliseError, PermanentError
 from worker.normalise.model import NormalisedEvent
 from worker.normalise.normaliser import normalise
-from worker.runtime.store import Item, Offset
 
 
 class SourceRecord(Protocol):
@@ -37,6 +37,28 @@ class SourceRecord(Protocol):
     def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
+class Offset(msgspec.Struct, frozen=True):
+    topic: str
+    partition: int
+    offset: int  # the offset of the record itself (the stored "next offset" is offset + 1)
+
+
+class Item(msgspec.Struct, frozen=True):
+    """One record of a batch: its normalised event and where it came from."""
+
+    event: NormalisedEvent
+    offset: Offset
+
+
+def next_offsets(offsets: Iterable[Offset]) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> the next offset to consume once these records are done."""
+    result: dict[tuple[str, int], int] = {}
+    for off in offsets:
+        key = (off.topic, off.partition)
+        result[key] = max(result.get(key, 0), off.offset + 1)
+    return result
+
+
 class Failure(msgspec.Struct, frozen=True):
     record: SourceRecord
     error: PermanentError
@@ -46,14 +68,23 @@ def offset_of(record: SourceRecord) -> Offset:
     return Offset(topic=record.topic, partition=record.partition, offset=record.offset)
 
 
-def to_event(value: bytes | None) -> NormalisedEvent:
-    """Decode and normalise one record value, raising the PermanentError of the stage that refused it."""
+def decode_value(value: bytes | None) -> Event:
+    """The contract event in one record value, or the worker's DecodeError / ContractError saying why not."""
     try:
-        event = decode(value or b"")
+        return decode(value or b"")
+    except NotJson as exc:
+        raise DecodeError(str(exc)) from None
+    except NotV1 as exc:
+        raise ContractError(str(exc)) from None
     except RecursionError:
         # msgspec refuses JSON nested deeper than Python's recursion limit (even inside an ignored field) with a
         # RecursionError: one such record used to crash the worker on every restart, blocking its partition.
         raise DecodeError("not valid JSON (nested too deeply)") from None
+
+
+def to_event(value: bytes | None) -> NormalisedEvent:
+    """Decode and normalise one record value, raising the PermanentError of the stage that refused it."""
+    event = decode_value(value)
     try:
         return normalise(event)
     except (ValueError, ArithmeticError) as exc:

@@ -10,9 +10,10 @@ import sys
 
 import msgspec
 
-from schemas.decoder import decode, schema_text
+from schemas.decoder import schema_text
 from worker.errors import ContractError, DecodeError, NormaliseError
 from worker.normalise.normaliser import normalise, to_contract_shape
+from worker.normalise.records import decode_value
 from worker.ops.inputs import documents, read_input
 
 
@@ -26,7 +27,7 @@ def normalize_command(args: argparse.Namespace) -> int:
     failed = 0
     for where, value in documents(data):
         try:
-            out = to_contract_shape(normalise(decode(value)))
+            out = to_contract_shape(normalise(decode_value(value)))
         except (DecodeError, ContractError, NormaliseError) as exc:
             failed += 1
             print(f"{where}{': ' if where else ''}{type(exc).__name__}: {exc}", file=sys.stderr)

@@ -18,9 +18,9 @@ import msgspec
 from aiokafka import AIOKafkaProducer
 
 from schemas.contract import record_key
-from schemas.decoder import decode
 from worker import config
 from worker.errors import PermanentError
+from worker.normalise.records import decode_value
 from worker.ops.inputs import documents, read_input
 from worker.runtime.deadletters import producer_options
 
@@ -49,7 +49,7 @@ def fallback_key(value: bytes) -> bytes | None:
 
 def prepare(where: str, value: bytes) -> Prepared:
     try:
-        event = decode(value)
+        event = decode_value(value)
     except PermanentError as exc:
         return Prepared(where, fallback_key(value), value, f"{type(exc).__name__}: {exc}")
     return Prepared(where, record_key(event), value)

@@ -27,12 +27,12 @@ from aiokafka.errors import KafkaError
 
 from worker.config import Settings
 from worker.errors import PermanentError, TransientError, WriteRejected
-from worker.normalise.records import Failure, SourceRecord, offset_of, split
+from worker.normalise.records import Failure, Item, Offset, SourceRecord, next_offsets, offset_of, split
 from worker.runtime import retry
 from worker.runtime.deadletters import DeadLetterProducer
 from worker.runtime.health import Health
 from worker.runtime.metrics import Metrics
-from worker.runtime.store import BatchResult, Item, Offset, Store
+from worker.runtime.store import BatchResult, Store
 
 log = structlog.get_logger(__name__)
 
@@ -225,19 +225,16 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
                 )
 
     async def _commit(self, records: Sequence[SourceRecord]) -> None:
-        next_offsets: dict[TopicPartition, int] = {}
-        for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            next_offsets[tp] = max(next_offsets.get(tp, 0), r.offset + 1)
+        positions = {TopicPartition(*tp): n for tp, n in next_offsets(offset_of(r) for r in records).items()}
         try:
-            await self._kafka.commit(next_offsets)
+            await self._kafka.commit(positions)
         except KafkaError as exc:
             # PostgreSQL already holds these offsets (same transaction as the data): resuming stays exact.
             log.warning("kafka commit failed; PostgreSQL has the offsets", error_class=type(exc).__name__)
         now_ms = time.time() * 1000
         for r in records:
             self._metrics.latency.observe(max(0.0, (now_ms - r.timestamp) / 1000))
-        for tp, position in next_offsets.items():
+        for tp, position in positions.items():
             highwater = self._kafka.highwater(tp)
             if highwater is not None:
                 self._metrics.lag.labels(str(tp.partition)).set(max(0, highwater - position))

@@ -62,6 +62,7 @@ from asyncpg.exceptions import _base as asyncpg_base
 
 from worker.errors import IngestError, TransientError, WriteRejected
 from worker.normalise.model import Delete, NormalisedEvent, Note, Person, Upsert
+from worker.normalise.records import Item, Offset, next_offsets
 from worker.runtime.retry import policy
 
 log = structlog.get_logger(__name__)
@@ -71,19 +72,6 @@ if TYPE_CHECKING:
 Staging = Literal["auto", "unnest", "copy"]
 # Where COPY starts to beat unnest for our widest table (persons, 22 columns); the README has the figures.
 COPY_MIN_ROWS = 1000
-
-
-class Offset(msgspec.Struct, frozen=True):
-    topic: str
-    partition: int
-    offset: int  # the offset of the record itself (the stored "next offset" is offset + 1)
-
-
-class Item(msgspec.Struct, frozen=True):
-    """One record of a batch: its normalised event and where it came from."""
-
-    event: NormalisedEvent
-    offset: Offset
 
 
 class BatchResult(msgspec.Struct, frozen=True):
@@ -376,15 +364,6 @@ def _interventions(events: Sequence[Upsert]) -> list[Row]:
     return rows
 
 
-def next_offsets(items: Sequence[Item], extra: Sequence[Offset] = ()) -> dict[tuple[str, int], int]:
-    """(topic, partition) -> the next offset to consume after this batch."""
-    result: dict[tuple[str, int], int] = {}
-    for off in [item.offset for item in items] + list(extra):
-        key = (off.topic, off.partition)
-        result[key] = max(result.get(key, 0), off.offset + 1)
-    return result
-
-
 class _Outcome(msgspec.Struct):
     applied: int = 0
     duplicates: int = 0
@@ -493,7 +472,7 @@ class Store:
                 outcome = await self._apply_isolating(conn, list(items)) if items else _Outcome()
                 if on_rejected is not None and outcome.rejected:
                     await on_rejected(outcome.rejected)
-                await self._save_offsets(conn, next_offsets(items, extra_offsets))
+                await self._save_offsets(conn, next_offsets([*(item.offset for item in items), *extra_offsets]))
         return outcome
 
     async def _apply_isolating(self, conn: Conn, items: list[Item]) -> _Outcome:
@@ -589,4 +568,4 @@ def _columns(rows: Sequence[Row], width: int) -> list[list[Any]]:
     return [list(col) for col in zip(*rows, strict=True)]
 
 
-__all__ = ["COPY_MIN_ROWS", "BatchResult", "Item", "Offset", "RejectedHook", "Store", "classify", "next_offsets"]
+__all__ = ["COPY_MIN_ROWS", "BatchResult", "RejectedHook", "Store", "classify"]

@@ -7,7 +7,10 @@ UV := $(BOOTSTRAP)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := python3
 
-.PHONY: venv test demo bench lint stack-up stack-down clean
+.PHONY: help venv test unit demo bench lint format stack-up stack-down clean
+
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
 
 $(UV):
 	python3 -m venv $(BOOTSTRAP)
@@ -17,10 +20,13 @@ $(UV):
 	$(UV) sync --locked --quiet
 	touch $@
 
-venv: .venv/.synced
+venv: .venv/.synced  ## the virtualenv, from uv.lock
 
 test: venv  ## unit + integration tests against a real Kafka broker and PostgreSQL started for the run
 	.venv/bin/pytest $(PYTEST_ARGS)
+
+unit: venv  ## the unit tests only (no services; seconds)
+	.venv/bin/pytest tests/unit $(PYTEST_ARGS)
 
 demo: venv  ## the worker end to end: local stack, sample events, what landed, dead letters
 	.venv/bin/python -m dev.demo
@@ -28,16 +34,21 @@ demo: venv  ## the worker end to end: local stack, sample events, what landed, d
 bench: venv  ## benchmarks: print figures, never assert
 	.venv/bin/python -m bench.run_all
 
-lint: venv
+lint: venv  ## ruff, ruff format --check, mypy --strict, the dependency rule
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+	.venv/bin/lint-imports --no-cache
 
-stack-up: venv  ## a long-lived local stack for development: eval "$$(make -s stack-up)"
+format: venv  ## apply ruff's fixes and formatting
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
+
+stack-up: venv  ## a long-lived local stack for development: eval "$(make -s stack-up)"
 	@.venv/bin/python -m dev.stack up
 
-stack-down:
+stack-down:  ## stop the long-lived local stack
 	@python3 -m dev.stack down
 
-clean:
+clean:  ## remove the virtualenv and caches
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

@@ -34,7 +34,7 @@ async def produce(bootstrap: str, topic: str, records: Iterable[Record], *, head
 
 
 def _headers(record: Record, default: Headers | None) -> Headers | None:
-    return record[2] if len(record) == 3 else default  # type: ignore[misc]
+    return record[2] if len(record) == 3 else default
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import decimal
+import functools
 import json
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,7 @@ def _fresh(name: str, n: int, seed: int = 77) -> dict[str, Any]:
         if vehicle.get(role):
             vehicle[role] = ids.get(vehicle[role], vehicle[role])
     appointment["interventions"] = [{"title": "Grote beurt", "description": "Olie", "price": "289.00"}]
-    return event
+    return dict(event)
 
 
 def _enc(event: dict[str, Any]) -> bytes:
@@ -605,7 +606,7 @@ async def test_kill_9_mid_batch_repeatedly_then_restart(run: Run) -> None:
         worker = run.start(f"killed-{round_}", BATCH_MAX_RECORDS="250")
         floor = await applied(run.dsn)
         await eventually(
-            lambda floor=floor: _above(applied(run.dsn), floor + 150),
+            functools.partial(_applied_above, run.dsn, floor + 150),
             timeout_s=120,
             workers=[worker],
             what="making progress before the kill",
@@ -625,8 +626,8 @@ async def test_kill_9_mid_batch_repeatedly_then_restart(run: Run) -> None:
     assert mid_transaction >= 2
 
 
-async def _above(value: Awaitable[int], floor: int) -> bool:
-    return await value > floor
+async def _applied_above(dsn: str, floor: int) -> bool:
+    return await applied(dsn) > floor
 
 
 async def test_postgres_stopped_30s_and_backends_terminated_mid_transaction(run: Run, local_stack: Any) -> None:
@@ -636,7 +637,7 @@ async def test_postgres_stopped_30s_and_backends_terminated_mid_transaction(run:
     third = len(stream.records) // 3
     await produce(run.bootstrap, run.topic, stream.records[:third])
     worker = run.start("w", BATCH_MAX_RECORDS="200")
-    await eventually(lambda: _above(applied(run.dsn), 100), timeout_s=120, workers=[worker], what="first progress")
+    await eventually(lambda: _applied_above(run.dsn, 100), timeout_s=120, workers=[worker], what="first progress")
     admin = await asyncpg.connect(run.dsn)
     terminated = 0
     # Records keep coming until the third termination, however fast the worker drains them.
@@ -675,7 +676,7 @@ async def test_kafka_broker_restarted_mid_stream(run: Run, local_stack: Any) -> 
     half = len(stream.records) // 2
     await produce(run.bootstrap, run.topic, stream.records[:half])
     worker = run.start("w", BATCH_MAX_RECORDS="200")
-    await eventually(lambda: _above(applied(run.dsn), 200), timeout_s=120, workers=[worker], what="first progress")
+    await eventually(lambda: _applied_above(run.dsn, 200), timeout_s=120, workers=[worker], what="first progress")
     started = time.monotonic()
     local_stack.kafka.stop()
     await asyncio.sleep(5)
@@ -703,18 +704,18 @@ async def scale_1_3_1(run: Run, events: int, seed: int) -> None:
     started = time.monotonic()
     producing = asyncio.create_task(offer(phases[0]))
     first = run.start("first")
-    await eventually(lambda: _above(applied(run.dsn), n // 20), timeout_s=180, workers=[first], what="1 replica")
+    await eventually(lambda: _applied_above(run.dsn, n // 20), timeout_s=180, workers=[first], what="1 replica")
     # 1 -> 3 while the first works through its backlog.
     extra = [run.start("second"), run.start("third")]
     everyone = [first, *extra]
     for w in extra:
-        await eventually(lambda w=w: _probe_ok(w), timeout_s=120, workers=everyone, what="the newcomers joining")
+        await eventually(functools.partial(_probe_ok, w), timeout_s=120, workers=everyone, what="the newcomers joining")
     await producing
     producing = asyncio.create_task(offer(phases[1]))
     for w in extra:
         # Each newcomer must really have taken partitions over and consumed before it leaves again.
         await eventually(
-            lambda w=w: _metric_above(w, "carsys_events_consumed_total", 0),
+            functools.partial(_metric_above, w, "carsys_events_consumed_total", 0),
             timeout_s=180,
             workers=everyone,
             what="3 replicas sharing the partitions",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import uuid
 from pathlib import Path
@@ -226,7 +227,7 @@ async def test_two_workers_split_the_partitions_and_apply_everything_once(
     workers = [start_worker(tmp_path, f"w{i}", **env) for i in range(2)]
     try:
         for w in workers:
-            await eventually(lambda w=w: _probe(w, "/readyz", 200), timeout_s=60)
+            await eventually(functools.partial(_probe, w, "/readyz", 200), timeout_s=60)
         await asyncio.sleep(3)  # let the second join settle into a 2/2 split
         events = list(samples.stream(seed=15, events=1200))
         await produce(kafka_bootstrap, topic, records(events))

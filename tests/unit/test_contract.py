@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -154,9 +153,9 @@ def test_unknown_fields_are_ignored_everywhere() -> None:
 
 
 def test_price_as_number_and_as_string_is_an_exact_decimal() -> None:
-    appointment = decode((SCHEMAS / "examples" / "upsert-rich.json").read_bytes()).appointment
-    assert isinstance(appointment, msgspec.Struct)
-    prices = [i.price for i in appointment.interventions]  # type: ignore[attr-defined]
+    event = decode((SCHEMAS / "examples" / "upsert-rich.json").read_bytes())
+    assert isinstance(event, AppointmentUpserted)
+    prices = [i.price for i in event.appointment.interventions]
     assert [str(p) if p is not None else None for p in prices] == ["49.95", "289.00", None]
 
 

@@ -28,7 +28,7 @@ def test_missing_maven_is_named_with_how_to_get_it(monkeypatch: pytest.MonkeyPat
 
 def test_missing_postgres_binaries_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(devstack.glob, "glob", lambda pattern: [])
+    monkeypatch.setattr("dev.stack.glob.glob", lambda pattern: [])
     with pytest.raises(devstack.StackError, match=r"initdb.*apt-get install postgresql"):
         devstack.pg_bin()
 

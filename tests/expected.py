@@ -9,19 +9,19 @@ import asyncpg
 
 from dev import samples
 from schemas.decoder import decode
-from tests import model
+from tests import tables
 from worker.normalise.model import Person, Upsert
 from worker.normalise.normaliser import normalise
 
 
 async def assert_tables_match(dsn: str, events: list[dict[str, Any]]) -> None:
-    """The four tables and the applied event ids equal tests/model.py's model of ``events``, row for row."""
+    """The four tables and the applied event ids equal tests/tables.py's model of ``events``, row for row."""
     conn = await asyncpg.connect(dsn)
     try:
-        actual = await model.read_tables(conn)
+        actual = await tables.read_tables(conn)
     finally:
         await conn.close()
-    model.assert_tables_equal(model.expected_state(samples.encode(e) for e in events), actual)
+    tables.assert_tables_equal(tables.expected_state(samples.encode(e) for e in events), actual)
 
 
 PERSONAL = ("first_name", "last_name", "street", "postcode", "city", "email_private", "email_business",

@@ -1,466 +1,49 @@
 """Fault injection: real `carsys-ingest run` processes, the real broker and PostgreSQL, faults from outside.
 
 Every scenario ends with the same three checks (``verify``):
-- the tables equal the model of tests/model.py exactly (no lost, duplicated or stale row, every applied event id);
+- the tables equal the model of tests/tables.py exactly (no lost, duplicated or stale row, every applied event id);
 - the dead-letter topic holds every invalid record, each exactly once after de-duplicating by its origin
   (topic, partition, offset), with the right stage and its key, value and headers byte-identical, and nothing else:
   a dead letter caused by an outage would be an extra letter;
 - PostgreSQL's stored offsets and Kafka's committed offsets are at the end of every partition (nothing stuck).
 
 A crash between a dead letter's acknowledgement and the commit may legitimately send that letter twice: the raw
-duplicates are counted and printed (``pytest -s``), never hidden. The README says what each scenario proves.
+duplicates are counted and printed (``pytest -s``), never hidden. docs/testing.md says what each scenario proves.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import decimal
 import functools
 import json
 import random
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from dev import samples
 from dev import stack as devstack
 from dev.db import fetch, fetchval
-from dev.kafka import committed_offsets, end_offsets, produce, read_all
-from dev.process import WorkerProcess, worker_env
+from dev.kafka import committed_offsets, end_offsets, produce
+from dev.process import WorkerProcess
 from dev.waiting import eventually
-from tests import model
+from tests import tables
 from tests.conftest import TopicFactory
+from tests.integration.faults.corpus import BIG, Record, Stream, corpus, scenario_stream
+from tests.integration.faults.harness import (
+    KeepBusy,
+    Run,
+    applied,
+    kill_during_batch,
+    stored_offsets,
+    worker_backends_in_transaction,
+)
 
 pytestmark = pytest.mark.timeout(420)
-
-BIG = 8 * 1024 * 1024  # the worker fetches up to 8 MB per partition; these topics accept as much
-KIND = "fault.kind"  # header naming the corpus kind of a record (kept in its dead letter, like any header)
-APP_NAME = "carsys-ingest-under-test"  # marks the worker's PostgreSQL sessions, so faults hit only those
-Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
-
-
-# --- the corpus of odd records ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Kind:
-    """One kind of odd record: where it must end up (``stage`` of its dead letter, or None: stored)."""
-
-    name: str
-    value: bytes | None
-    stage: str | None
-    key: bytes | None = b"poison"
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-    # (table, key columns -> values, column, value): must be stored exactly so.
-    verbatim: list[tuple[str, dict[str, str], str, Any]] = field(default_factory=list)
-
-    def record(self) -> Record:
-        return self.key, self.value, [(KIND, self.name.encode()), *self.headers]
-
-
-def _template(seed: int = 77) -> dict[str, Any]:
-    return next(e for e in samples.stream(seed=seed, events=50) if e["event_type"] == "appointment.upserted")
-
-
-def _fresh(name: str, n: int, seed: int = 77) -> dict[str, Any]:
-    """A valid upsert of its own appointment and persons, newer than any generated stream event."""
-    event = json.loads(samples.encode(_template(seed)))
-    event["event_id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"fault-corpus/{name}"))
-    event["occurred_at"] = (dt.datetime(2030, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=n)).isoformat()
-    appointment = event["appointment"]
-    appointment["dms_number"] = f"X-{name}"
-    ids = {p["id"]: f"{name}-{i}" for i, p in enumerate(appointment["persons"])}
-    for p in appointment["persons"]:
-        p["id"] = ids[p["id"]]
-    vehicle = appointment["vehicle"]
-    for role in ("driver_id", "owner_id", "contractor_id"):
-        if vehicle.get(role):
-            vehicle[role] = ids.get(vehicle[role], vehicle[role])
-    appointment["interventions"] = [{"title": "Grote beurt", "description": "Olie", "price": "289.00"}]
-    return dict(event)
-
-
-def _enc(event: dict[str, Any]) -> bytes:
-    return samples.encode(event)
-
-
-def _raw_price(event: dict[str, Any], literal: bytes) -> bytes:
-    event["appointment"]["interventions"][0]["price"] = 987654321
-    return _enc(event).replace(b"987654321", literal, 1)
-
-
-def _with(name: str, n: int, change: Callable[[dict[str, Any]], Any]) -> bytes:
-    event = _fresh(name, n)
-    change(event)
-    return _enc(event)
-
-
-def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
-    def change(event: dict[str, Any]) -> None:
-        *parents, last = path.split(".")
-        node: Any = event
-        for part in parents:
-            node = node[int(part)] if part.isdigit() else node[part]
-        if value is _DROP:
-            del node[last]
-        else:
-            node[last] = value
-
-    return change
-
-
-_DROP = object()
-
-
-def corpus() -> list[Kind]:
-    """At least 30 kinds of invalid record, each with its dead-letter stage, plus valid oddities stored verbatim."""
-    kinds: list[Kind] = []
-
-    def bad(name: str, stage: str, value: bytes | None, **kw: Any) -> None:
-        kinds.append(Kind(name, value, stage, **kw))
-
-    def n() -> int:
-        return len(kinds)
-
-    full = _enc(_fresh("template", 0))
-    # decode: not UTF-8 JSON at all
-    bad("invalid-json", "decode", b'{"event_id": ')
-    bad("truncated-json", "decode", full[: len(full) // 2])
-    bad("trailing-garbage", "decode", full + b" }")
-    bad("invalid-utf8", "decode", full.replace(b'"model":"', b'"model":"\xff\xfe', 1))
-    bad("overlong-utf8", "decode", full.replace(b'"model":"', b'"model":"\xc0\xaf', 1))
-    bad("lone-surrogate-escape", "decode", full.replace(b'"model":"', b'"model":"\\ud800', 1))
-    bad("utf16-encoded", "decode", full.decode().encode("utf-16"))
-    bad("empty-value", "decode", b"")
-    bad("null-value-tombstone-record", "decode", None)
-    bad("byte-order-mark", "decode", b"\xef\xbb\xbf" + full)
-    bad("nan-literal", "decode", _raw_price(_fresh("nan-literal", n()), b"NaN"))
-    bad("infinity-literal", "decode", _raw_price(_fresh("infinity-literal", n()), b"-Infinity"))
-    bad("nul-byte", "decode", b"\x00")
-    bad("deep-nesting", "decode", full[:-1] + b',"x":' + b"[" * 5000 + b"]" * 5000 + b"}")
-    bad("deep-nesting-objects", "decode", full[:-1] + b',"x":' + b'{"a":' * 3000 + b"1" + b"}" * 3000 + b"}")
-    # 5 MB: above the broker's default message.max.bytes, so these topics are created with max.message.bytes raised.
-    bad("five-megabytes", "decode", b'{"event_id": "' + b"x" * (5 * 1024 * 1024))
-    bad("binary-headers", "decode", b"{oops", headers=[("bin", b"\x00\xff\xfe"), ("empty", b""), ("bin", b"dup")])
-    # contract: JSON, but not a v1 event
-    bad("json-array", "contract", b"[" + full + b"]")
-    bad("json-number", "contract", b"42")
-    bad("json-string", "contract", b'"appointment.upserted"')
-    bad("json-null", "contract", b"null")
-    bad("empty-object", "contract", b"{}")
-    bad("missing-event-id", "contract", _with("missing-event-id", n(), _set("event_id", _DROP)))
-    bad("missing-appointment", "contract", _with("missing-appointment", n(), _set("appointment", _DROP)))
-    bad("dealer-id-integer", "contract", _with("dealer-id-integer", n(), _set("dealer_id", 12345)))
-    bad("waiting-customer-string", "contract", _with("wc", n(), _set("appointment.waiting_customer", "ja")))
-    bad("unknown-event-type", "contract", _with("uet", n(), _set("event_type", "appointment.exploded")))
-    bad("future-schema-version", "contract", _with("fsv", n(), _set("schema_version", 2)))
-    # A number beyond float range is refused by the JSON parser itself, before any field is looked at.
-    bad(
-        "schema-version-1e400",
-        "decode",
-        _enc(_fresh("sv", n())).replace(b'"schema_version":1', b'"schema_version":1e400'),
-    )
-    bad(
-        "huge-integer",
-        "contract",
-        _enc(_fresh("hi", n())).replace(b'"waiting_customer":', b'"waiting_customer":' + b"9" * 400 + b',"_":'),
-    )
-    bad("event-id-not-uuid", "contract", _with("eid", n(), _set("event_id", "not-a-uuid")))
-    bad("occurred-at-without-offset", "contract", _with("oao", n(), _set("occurred_at", "2030-01-01T10:00:00")))
-    bad("dealer-id-too-long", "contract", _with("dtl", n(), _set("dealer_id", "d" * 65)))
-    bad("dealer-id-empty", "contract", _with("die", n(), _set("dealer_id", "")))
-    bad("bad-date", "contract", _with("bd", n(), _set("appointment.vehicle.first_registration_date", "31-12-2020")))
-    bad("price-nan-string", "contract", _with("pns", n(), _set("appointment.interventions.0.price", "NaN")))
-    bad("price-infinity-string", "contract", _with("pis", n(), _set("appointment.interventions.0.price", "Infinity")))
-    bad("interventions-not-array", "contract", _with("ina", n(), _set("appointment.interventions", {"title": "x"})))
-    bad("person-without-id", "contract", _with("pwi", n(), _set("appointment.persons.0.id", _DROP)))
-    bad("person-id-null", "contract", _with("pin", n(), _set("appointment.persons.0.id", None)))
-    delete = {"event_id": str(uuid.uuid4()), "event_type": "appointment.deleted", "schema_version": 1}
-    delete |= {"occurred_at": "2030-01-01T10:00:00+00:00", "dealer_id": "dealer-000"}
-    bad("delete-without-dms-number", "contract", _enc({**delete, "appointment": {}}))
-    # normalise: contract-valid, nothing storable
-    bad("whitespace-dms-number", "normalise", _with("wdn", n(), _set("appointment.dms_number", "   ")))
-    bad("whitespace-person-id", "normalise", _with("wpi", n(), _set("appointment.persons.0.id", " \t ")))
-
-    def duplicate_person(event: dict[str, Any]) -> None:
-        event["appointment"]["persons"].append(dict(event["appointment"]["persons"][0]))
-
-    bad("duplicate-person-ids", "normalise", _with("dpi", n(), duplicate_person))
-    bad("whitespace-dms-delete", "normalise", _enc({**delete, "appointment": {"dms_number": " "}}))
-    # write: PostgreSQL refuses the value for good
-    bad("price-overflow", "write", _with("po", n(), _set("appointment.interventions.0.price", 10**13)))
-    bad("price-1e400", "write", _with("p1e400", n(), _set("appointment.interventions.0.price", "1e400")))
-    bad("nul-char-in-text", "write", _with("ncit", n(), _set("appointment.interventions.0.description", "a\x00b")))
-    rnd = random.Random(5)
-    huge_key = "".join(rnd.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(20_000))
-    bad("dms-number-too-big-for-index", "write", _with("dnt", n(), _set("appointment.dms_number", huge_key)))
-
-    # valid: stored, and exactly as sent where the normaliser has nothing to clean
-    def ok(name: str, event: dict[str, Any], verbatim: list[tuple[str, str, Any]], *, key: bytes | None = None) -> None:
-        appointment = {"dealer_id": event["dealer_id"], "dms_number": event["appointment"]["dms_number"]}
-        checks = []
-        for table, column, value in verbatim:
-            where = dict(appointment)
-            if table == "interventions":
-                where["position"] = "0"
-            if table == "persons":
-                where = {"dealer_id": event["dealer_id"], "person_id": event["appointment"]["persons"][0]["id"]}
-            checks.append((table, where, column, value))
-        kinds.append(
-            Kind(name, _enc(event), None, key=key if key is not None else samples.key_of(event), verbatim=checks)
-        )
-
-    sql = _fresh("sql-looking-strings", n())
-    sql["appointment"]["dms_number"] = "1; DROP TABLE interventions; --"
-    sql["appointment"]["wo_number"] = "WO1' OR '1'='1"
-    sql["appointment"]["interventions"][0] |= {"title": "Robert'); DROP TABLE persons;--", "description": "$1 \\x00 %s"}
-    sql["appointment"]["persons"][0] |= {"id": "P1'--", "last_name": "O'Brien\"; DELETE FROM persons; --"}
-    sql["appointment"]["vehicle"]["driver_id"] = "P1'--"
-    ok("sql-looking-strings", sql, [
-        ("appointments", "wo_number", "WO1' OR '1'='1"),
-        ("interventions", "title", "Robert'); DROP TABLE persons;--"),
-        ("interventions", "description", "$1 \\x00 %s"),
-        ("persons", "last_name", "O'Brien\"; DELETE FROM persons; --"),
-    ])  # fmt: skip
-    ctl = _fresh("control-characters", n())
-    ctl["appointment"]["wo_number"] = "WO\x01\x02"
-    ctl["appointment"]["interventions"][0]["description"] = "ctl\x01\x07\x1b[31m\x7fend"
-    ok("control-characters", ctl, [
-        ("appointments", "wo_number", "WO\x01\x02"),
-        ("interventions", "description", "ctl\x01\x07\x1b[31m\x7fend"),
-    ])  # fmt: skip
-    uni = _fresh("unicode", n())
-    text = "Ré\u0301paratie 🚗👨‍🔧 שלום مرحبا 修理 \u200d\ufeff"
-    uni["appointment"]["interventions"][0]["description"] = text
-    ok("unicode", uni, [("interventions", "description", text)])
-    big = _fresh("huge-string", n())
-    big_text = "".join(rnd.choice("abcdefghij") for _ in range(500_000))
-    big["appointment"]["interventions"][0]["description"] = big_text
-    ok("huge-string", big, [("interventions", "description", big_text)])
-    dup_value = _enc(_fresh("duplicate-json-keys", n()))
-    dup_value = dup_value.replace(b'"wo_number":', b'"wo_number":"WO-FIRST","wo_number":', 1)
-    dup_event = json.loads(dup_value)  # Python's json keeps the last one too
-    dup_event["appointment"]["wo_number"] = "WO-LAST"
-    dup_value = _enc(dup_event).replace(b'"wo_number":', b'"wo_number":"WO-FIRST","wo_number":', 1)
-    kinds.append(Kind("duplicate-json-keys", dup_value, None, key=samples.key_of(dup_event), verbatim=[
-        ("appointments", {"dealer_id": dup_event["dealer_id"], "dms_number": "X-duplicate-json-keys"},
-         "wo_number", "WO-LAST"),
-    ]))  # fmt: skip
-    unknown = _fresh("unknown-fields", n())
-    unknown |= {"future_field": {"nested": [1, 2, {"deep": None}]}, "trace": "abc"}
-    unknown["appointment"]["colour"] = "red"
-    ok("unknown-fields", unknown, [("interventions", "title", "Grote beurt")])
-    ok("wrong-key", _fresh("wrong-key", n()), [("interventions", "price", 289)], key=b"not/the-right-key")
-    null_key = _fresh("null-key", n())
-    kinds.append(Kind("null-key", _enc(null_key), None, key=None))
-    upper = _fresh("uppercase-undashed-event-id", n())
-    upper["event_id"] = upper["event_id"].upper().replace("-", "")
-    ok("uppercase-undashed-event-id", upper, [("appointments", "event_id", uuid.UUID(upper["event_id"]))])
-    dates = _fresh("extreme-dates", n())
-    dates["appointment"]["vehicle"] |= {"first_registration_date": "9999-12-31", "apk_due_date": "0001-01-01"}
-    dates["appointment"]["appointment_at"] = "9999-12-30T23:59:59"
-    ok("extreme-dates", dates, [
-        ("appointments", "appointment_at", dt.datetime(9999, 12, 30, 22, 59, 59, tzinfo=dt.UTC)),
-    ])  # fmt: skip
-    rounding = _fresh("price-rounding", n())
-    rounding["appointment"]["interventions"] = [{"title": "a", "price": 1.005}, {"title": "b", "price": "0.004"}]
-    ok("price-rounding", rounding, [("interventions", "price", decimal.Decimal("1.01"))])
-    return kinds
-
-
-# A few kinds sprinkled through every scenario's stream: outages must not add to, nor lose, their letters.
-MIXED = ("invalid-json", "null-value-tombstone-record", "missing-event-id", "whitespace-dms-number", "price-overflow")
-
-
-# --- streams ----------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Stream:
-    records: list[Record]
-    valid: list[bytes]  # the values the model is computed from (repeats allowed)
-    stages: dict[str, str | None]  # corpus kind -> stage
-
-
-def scenario_stream(seed: int, events: int, *, poison_every: int = 150) -> Stream:
-    """Generated events plus exact replays, late older events and a few invalid records, interleaved."""
-    rng = random.Random(seed)
-    generated = list(samples.stream(seed=seed, events=events, dealers=4, appointments_per_dealer=max(50, events // 40)))
-    kinds = {k.name: k for k in corpus() if k.name in MIXED}
-    records: list[Record] = []
-    valid: list[bytes] = []
-    for i, event in enumerate(generated):
-        value = samples.encode(event)
-        records.append((samples.key_of(event), value, []))
-        valid.append(value)
-        if i and i % 37 == 0:
-            # An exact replay of an earlier event: a no-op by its event id.
-            old = rng.choice(records[: len(records) // 2 + 1])
-            if old[2] == []:
-                records.append(old)
-        if i and i % 41 == 0:
-            # A late, older event with its own id: stale for its appointment, maybe not for its persons.
-            late = json.loads(samples.encode(rng.choice(generated[: i + 1])))
-            late["event_id"] = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-            late["occurred_at"] = (dt.datetime.fromisoformat(late["occurred_at"]) - dt.timedelta(hours=1)).isoformat()
-            records.append((samples.key_of(late), samples.encode(late), []))
-            valid.append(samples.encode(late))
-        if i % poison_every == poison_every // 2:
-            records.append(kinds[MIXED[(i // poison_every) % len(MIXED)]].record())
-    return Stream(records, valid, {k.name: k.stage for k in kinds.values()})
-
-
-# --- Kafka and PostgreSQL helpers --------------------------------------------------------------------------------
-
-
-async def stored_offsets(dsn: str, topic: str) -> dict[int, int]:
-    try:
-        conn = await asyncpg.connect(dsn, timeout=5)
-    except (OSError, asyncpg.PostgresError, TimeoutError):
-        return {}
-    try:
-        rows = await conn.fetch("SELECT partition, next_offset FROM consumer_offsets WHERE topic = $1", topic)
-    except asyncpg.PostgresError:
-        return {}  # not migrated yet
-    finally:
-        await conn.close()
-    return {r["partition"]: r["next_offset"] for r in rows}
-
-
-async def applied(dsn: str) -> int:
-    try:
-        return int(await fetchval(dsn, "SELECT count(*) FROM applied_events"))
-    except (OSError, asyncpg.PostgresError, TimeoutError):
-        return -1
-
-
-def worker_dsn(dsn: str) -> str:
-    # asyncpg passes unknown DSN parameters on as server settings: the worker's sessions carry this name.
-    return f"{dsn}{'&' if '?' in dsn else '?'}application_name={APP_NAME}"
-
-
-def db_name(dsn: str) -> str:
-    return urlsplit(dsn).path.lstrip("/")
-
-
-async def worker_backends_in_transaction(conn: asyncpg.Connection, dsn: str, *, terminate: bool) -> int:
-    """How many of the worker's sessions are inside a transaction right now (terminating them if asked)."""
-    action = "pg_terminate_backend(pid)" if terminate else "true"
-    rows = await conn.fetch(
-        f"SELECT {action} AS hit FROM pg_stat_activity WHERE datname = $1 AND application_name = $2 "
-        "AND xact_start IS NOT NULL AND state IN ('active', 'idle in transaction')",
-        db_name(dsn),
-        APP_NAME,
-    )
-    return sum(1 for r in rows if r["hit"])
-
-
-# --- the scenario harness ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    bootstrap: str
-    dsn: str
-    topic: str
-    tmp_path: Path
-    workers: list[WorkerProcess] = field(default_factory=list)
-
-    @property
-    def dlq(self) -> str:
-        return f"{self.topic}.dlq"
-
-    def start(self, name: str, **extra: str) -> WorkerProcess:
-        env = worker_env(
-            bootstrap=self.bootstrap, database_url=worker_dsn(self.dsn), topic=self.topic, group=self.topic
-        )
-        env |= {"LOG_LEVEL": "INFO", "BATCH_MAX_RECORDS": "500", **extra}
-        worker = WorkerProcess(env, self.tmp_path / f"{name}.log").start()
-        self.workers.append(worker)
-        return worker
-
-    async def until_consumed(self, *, timeout_s: float = 240, workers: Sequence[WorkerProcess] = ()) -> None:
-        ends = await end_offsets(self.bootstrap, self.topic)
-
-        async def done() -> bool:
-            stored = await stored_offsets(self.dsn, self.topic)
-            return all(stored.get(p, 0) >= end for p, end in ends.items())
-
-        await eventually(done, timeout_s=timeout_s, workers=workers, what="consuming to the end of every partition")
-
-    async def verify(self, stream: Stream) -> dict[str, int]:
-        """The three end-of-scenario checks (module docstring). Returns figures for the report."""
-        source = await read_all(self.bootstrap, self.topic, timeout_s=120)
-        ends = await end_offsets(self.bootstrap, self.topic)
-        assert len(source) == sum(ends.values()) == len(stream.records)
-        expected_letters = {}
-        for r in source:
-            kind = dict(r.headers).get(KIND)
-            if kind is not None and stream.stages[kind.decode()] is not None:
-                expected_letters[(r.partition, r.offset)] = (r, stream.stages[kind.decode()])
-
-        letters = await read_all(self.bootstrap, self.dlq, timeout_s=120)
-        by_origin: dict[tuple[int, int], Any] = {}
-        for letter in letters:
-            h = dict(letter.headers)
-            assert h["dlq.original.topic"] == self.topic.encode()
-            origin = (int(h["dlq.original.partition"]), int(h["dlq.original.offset"]))
-            if origin in by_origin:
-                # A legitimate duplicate is the same letter sent again, nothing else.
-                first = by_origin[origin]
-                assert (first.key, first.value, dict(first.headers)["dlq.stage"]) == (
-                    letter.key,
-                    letter.value,
-                    h["dlq.stage"],
-                )
-            by_origin.setdefault(origin, letter)
-        unexpected = sorted(set(by_origin) - set(expected_letters))
-        missing = sorted(set(expected_letters) - set(by_origin))
-        assert not unexpected, f"{len(unexpected)} dead letters for valid records (an outage?): {unexpected[:5]}"
-        assert not missing, f"{len(missing)} invalid records not dead-lettered: {missing[:5]}"
-        for origin, (record, stage) in expected_letters.items():
-            letter = by_origin[origin]
-            kind = dict(record.headers)[KIND].decode()
-            h = dict(letter.headers)
-            assert h["dlq.stage"].decode() == stage, f"{kind}: stage {h['dlq.stage']!r}, expected {stage}"
-            assert (letter.key, letter.value) == (record.key, record.value), f"{kind}: not byte-identical"
-            assert [x for x in letter.headers if not x[0].startswith("dlq.")] == list(record.headers), kind
-            assert int(h["dlq.original.timestamp"]) == record.timestamp
-
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            actual = await model.read_tables(conn)
-        finally:
-            await conn.close()
-        model.assert_tables_equal(model.expected_state(stream.valid), actual)
-
-        stored = await stored_offsets(self.dsn, self.topic)
-        assert {p: stored.get(p, 0) for p in ends} == ends
-
-        async def kafka_caught_up() -> bool:
-            return await committed_offsets(self.bootstrap, self.topic, self.topic, list(ends)) == ends
-
-        await eventually(kafka_caught_up, timeout_s=60, what="Kafka's committed offsets reaching the end")
-        figures = {
-            "records": len(source),
-            "valid_events": len(stream.valid),
-            "dead_letters": len(by_origin),
-            "raw_dead_letter_duplicates": len(letters) - len(by_origin),
-        }
-        print(f"\n[faults] {self.topic}: {figures}")
-        return figures
-
-    def stop_all(self) -> list[int]:
-        return [w.stop() for w in self.workers if w.alive]
 
 
 @pytest.fixture
@@ -504,7 +87,7 @@ async def test_poison_corpus_each_kind_dead_lettered_or_stored_verbatim(run: Run
             args = [int(v) if c == "position" else v for c, v in where.items()]
             got = await fetchval(run.dsn, f"SELECT {column} FROM {table} WHERE {conditions}", *args)
             assert got == value, f"{kind.name}: {table}.{column} = {got!r:.200}, expected {value!r:.200}"
-    expected_ids = {model.canonical(json.loads(k.value)["event_id"]) for k in kinds if k.stage is None and k.value}
+    expected_ids = {tables.canonical(json.loads(k.value)["event_id"]) for k in kinds if k.stage is None and k.value}
     stored_ids = {r["id"] for r in await fetch(run.dsn, "SELECT event_id::text AS id FROM applied_events")}
     assert expected_ids <= stored_ids
     await _the_model_sees_tampering(run.dsn, stream)
@@ -512,8 +95,8 @@ async def test_poison_corpus_each_kind_dead_lettered_or_stored_verbatim(run: Run
 
 async def _the_model_sees_tampering(dsn: str, stream: Stream) -> None:
     """The comparison is only worth something if it fails: damage each table once and expect each damage reported."""
-    expected = model.expected_state(stream.valid)
-    tombstone = next(k for k, row in expected.appointments.items() if row[len(model.EMPTY_SNAPSHOT)])
+    expected = tables.expected_state(stream.valid)
+    tombstone = next(k for k, row in expected.appointments.items() if row[len(tables.EMPTY_SNAPSHOT)])
     conn = await asyncpg.connect(dsn)
     try:
         async with conn.transaction():
@@ -526,7 +109,7 @@ async def _the_model_sees_tampering(dsn: str, stream: Stream) -> None:
                 *tombstone,
             )
             await conn.execute("DELETE FROM applied_events WHERE ctid = (SELECT min(ctid) FROM applied_events)")
-            problems = "\n".join(model.compare(expected, await model.read_tables(conn)))
+            problems = "\n".join(tables.compare(expected, await tables.read_tables(conn)))
             raise _Rollback
     except _Rollback:
         pass
@@ -538,63 +121,6 @@ async def _the_model_sees_tampering(dsn: str, stream: Stream) -> None:
 
 class _Rollback(Exception):
     pass
-
-
-async def kill_during_batch(worker: WorkerProcess, dsn: str, *, after_commit: bool, timeout_s: float = 20) -> bool:
-    """SIGKILL the worker while one of its PostgreSQL sessions is inside a transaction, or (``after_commit``) just
-    after that transaction ended: the window between the database commit and the Kafka commit. True when the
-    transaction was seen; at the timeout the worker is killed anyway."""
-    admin = await asyncpg.connect(dsn)
-    try:
-        deadline = time.monotonic() + timeout_s
-        seen = False
-        while time.monotonic() < deadline:
-            in_transaction = await worker_backends_in_transaction(admin, dsn, terminate=False) > 0
-            seen = seen or in_transaction
-            if seen and (in_transaction != after_commit):
-                worker.kill()
-                return True
-            await asyncio.sleep(0.002)
-    finally:
-        await admin.close()
-    worker.kill()
-    return False
-
-
-class KeepBusy:
-    """Offers a stream while faults are injected, so that every fault finds work in flight whatever the machine's
-    speed: about ``backlog`` records stay waiting, and the last ``reserve`` records are held back until ``finish()``,
-    so the worker cannot reach the end of the stream before the last fault (it used to, on a fast machine)."""
-
-    def __init__(self, run: Run, records: Sequence[Record], *, backlog: int, reserve: int, sent: int = 0) -> None:
-        self._run, self._records = run, records
-        self._backlog, self._cap = backlog, len(records) - reserve
-        self._holding = asyncio.Event()
-        self.sent = sent  # records[:sent] are in the topic already
-        self._task = asyncio.create_task(self._offer())
-
-    async def _offer(self) -> None:
-        while not self._holding.is_set():
-            waiting = self.sent - sum((await stored_offsets(self._run.dsn, self._run.topic)).values())
-            if self.sent < self._cap and waiting < self._backlog:
-                await self._send(min(self._cap, self.sent + 100))
-            else:
-                await asyncio.sleep(0.05)
-
-    async def _send(self, upto: int) -> None:
-        await produce(self._run.bootstrap, self._run.topic, self._records[self.sent : upto])
-        self.sent = upto
-
-    async def hold(self) -> int:
-        """Stop offering; returns how many records of the stream are in the topic."""
-        self._holding.set()
-        await self._task
-        return self.sent
-
-    async def finish(self) -> None:
-        """Offer the rest of the stream, and return once all of it is in the topic."""
-        await self.hold()
-        await self._send(len(self._records))
 
 
 async def test_kill_9_mid_batch_repeatedly_then_restart(run: Run) -> None:

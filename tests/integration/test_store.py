@@ -13,12 +13,14 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
 import pytest
 import tenacity
 
+from dev.stack import free_port
 from worker.errors import TransientError, WriteRejected
 from worker.normalise.model import Appointment, Delete, Intervention, NormalisedEvent, Note, Person, Upsert, Vehicle
 from worker.normalise.records import Item, Offset
@@ -607,8 +609,17 @@ async def test_prune_forgets_only_old_event_ids(pool: asyncpg.Pool[asyncpg.Recor
     assert [r[0] for r in remaining] == [recent]
 
 
-async def test_ping(pool: asyncpg.Pool[asyncpg.Record]) -> None:
+async def test_ping_answers_while_the_database_does_and_is_transient_when_it_does_not(
+    pool: asyncpg.Pool[asyncpg.Record], database_url: str
+) -> None:
     await store(pool).ping()
+    nobody = urlunsplit(urlsplit(database_url)._replace(netloc=f"127.0.0.1:{free_port()}"))
+    unreachable = await asyncpg.create_pool(nobody, min_size=0, max_size=1)
+    try:
+        with pytest.raises(TransientError):
+            await store(unreachable).ping()
+    finally:
+        await unreachable.close()
 
 
 async def test_copy_staging_writes_the_same_tables_as_unnest(pool: asyncpg.Pool[asyncpg.Record]) -> None:

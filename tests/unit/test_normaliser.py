@@ -1,4 +1,4 @@
-"""The normaliser: every rule of issue 3, the event shape, notes without values, and the hypothesis properties."""
+"""The normaliser: every rule of the rules table, the event shape, notes without values, hypothesis properties."""
 
 from __future__ import annotations
 

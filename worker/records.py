@@ -42,14 +42,24 @@ class Failure(msgspec.Struct, frozen=True):
     error: PermanentError
 
 
+TOMBSTONE = (
+    "the record has a null value (a Kafka tombstone), not an event; the contract deletes with an"
+    " appointment.deleted event"
+)
+
+
 def offset_of(record: SourceRecord) -> Offset:
     return Offset(topic=record.topic, partition=record.partition, offset=record.offset)
 
 
 def to_event(value: bytes | None) -> NormalisedEvent:
     """Decode and normalise one record value, raising the PermanentError of the stage that refused it."""
+    if value is None:
+        # A null value is how Kafka deletes a key from a compacted topic; the contract expresses deletion as an
+        # `appointment.deleted` event instead, so the producer made a mistake worth saying plainly.
+        raise DecodeError(TOMBSTONE)
     try:
-        event = decode(value or b"")
+        event = decode(value)
     except RecursionError:
         # msgspec refuses JSON nested deeper than Python's recursion limit (even inside an ignored field) with a
         # RecursionError: one such record used to crash the worker on every restart, blocking its partition.

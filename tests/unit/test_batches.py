@@ -12,17 +12,15 @@ import struct
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.consumer.fetcher import READ_UNCOMMITTED, PartitionRecords
-from aiokafka.record._crc32c import crc as crc32c
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 
+from tests.batch_bytes import flip_bit, garbage_payload, unknown_codec
 from worker import batches
 from worker.records import TOMBSTONE, prepare
 
 TP = TopicPartition("carsys.appointments", 3)
 CODECS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
-# v2 batch header: baseOffset(8) batchLength(4) leaderEpoch(4) magic(1) crc(4) attributes(2) ...; CRC covers 21..end
-CRC_AT, ATTRIBUTES_AT, HEADER_BYTES = 17, 21, 61
 
 
 def batch(codec: int, base_offset: int, count: int = 4) -> bytearray:
@@ -40,27 +38,6 @@ def batch(codec: int, base_offset: int, count: int = 4) -> bytearray:
     raw = bytearray(builder.build())
     raw[0:8] = struct.pack(">q", base_offset)
     return raw
-
-
-def fix_crc(raw: bytearray) -> bytearray:
-    raw[CRC_AT : CRC_AT + 4] = struct.pack(">I", crc32c(bytes(raw[ATTRIBUTES_AT:])))
-    return raw
-
-
-def flip_bit(raw: bytearray) -> bytearray:
-    raw[HEADER_BYTES + 3] ^= 0x10
-    return raw
-
-
-def unknown_codec(raw: bytearray) -> bytearray:
-    attributes = struct.unpack(">h", raw[ATTRIBUTES_AT : ATTRIBUTES_AT + 2])[0]
-    raw[ATTRIBUTES_AT : ATTRIBUTES_AT + 2] = struct.pack(">h", (attributes & ~0x07) | 6)
-    return fix_crc(raw)
-
-
-def garbage_payload(raw: bytearray) -> bytearray:
-    raw[HEADER_BYTES:] = b"\x41" * (len(raw) - HEADER_BYTES)
-    return fix_crc(raw)
 
 
 def consume(*raw_batches: bytearray) -> tuple[list[int], BaseException | None]:

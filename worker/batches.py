@@ -40,8 +40,11 @@ def codec_name(attributes: int) -> str:
 
 def cause_of(exc: BaseException) -> str:
     """What went wrong, from the exception's class and message (codec messages name no record values)."""
+    name = type(exc).__name__
     text = " ".join(str(exc).split())[:160]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if not text or text.startswith(name):  # aiokafka's errors already start with their class name
+        return text or name
+    return f"{name}: {text}"
 
 
 def locate(exc: BaseException) -> BadBatch | None:

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from confluent_kafka import Producer
 
 from tests import expected
-from tests.batch_bytes import batches_in, damage_on_disk, unknown_codec
+from tests.batch_bytes import batches_in, damage_on_disk, garbage_payload, unknown_codec
 from tests.conftest import TopicFactory
 from tests.support import REPO, WorkerProcess, devstack, eventually, fetch, fetchval, read_all, worker_env
 from worker import samples
@@ -151,8 +151,9 @@ async def test_an_undecodable_batch_holds_its_partition_until_an_operator_skips_
 ) -> None:
     topic = await create_topic(f"carsys.{uuid.uuid4().hex[:10]}", partitions=2)
     await create_topic(f"{topic}.dlq")
-    events = list(samples.stream(seed=22, events=40))
-    before, damaged, after, other = events[0:3], events[3:6], events[6:9], events[9:]
+    events = list(samples.stream(seed=22, events=46))
+    before, damaged, after, other = events[0:3], events[3:6], events[6:9], events[15:]
+    later, last = events[9:12], events[12:15]  # produced after the first skip
     # Partition 0: three lz4 batches (offsets 0-2, 3-5, 6-8), the middle one damaged on disk; partition 1: the rest.
     for part in (before, damaged, after):
         librdkafka_produce(kafka_bootstrap, topic, records_of(part), codec="lz4", partition=0)
@@ -190,6 +191,7 @@ async def test_an_undecodable_batch_holds_its_partition_until_an_operator_skips_
         assert skipped.returncode == 0, skipped.stderr
         assert "skipped" in skipped.stdout
         assert "offsets 3-5" in skipped.stdout
+        assert "the group has running members" in skipped.stdout
         # The holding worker sees PostgreSQL's offset move, seeks past the batch, commits it to Kafka and goes on.
         await eventually(lambda: _equals(stored_offsets(fresh_database_url), {0: 9, 1: len(other)}), timeout_s=30)
         tp = TopicPartition(topic, 0)
@@ -200,9 +202,29 @@ async def test_an_undecodable_batch_holds_its_partition_until_an_operator_skips_
         assert "already past" in again.stdout
     finally:
         assert worker.stop() == 0, worker.log_text()[-3000:]
-    await expected.assert_tables_match(fresh_database_url, before + after + other)
-    assert await fetchval(fresh_database_url, "SELECT count(*) FROM applied_events") == len(before + after + other)
+
+    # With no worker running, the skip commits to Kafka itself; the next worker starts past the batch.
+    for part in (later, last):
+        librdkafka_produce(kafka_bootstrap, topic, records_of(part), codec="snappy", partition=0)
+    damage_on_disk(log_dirs(), topic, 0, 9, garbage_payload)
+    stopped = cli("skip", "--partition", "0", "--offset", "9", env=env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "Kafka: committed offset 12" in stopped.stdout
+    assert await kafka_committed(kafka_bootstrap, topic, TopicPartition(topic, 0)) == 12
+    worker = WorkerProcess(env, tmp_path / "w2.log").start()
+    try:
+        await eventually(lambda: _at_least(stored_offsets(fresh_database_url), 0, 15), timeout_s=90)
+    finally:
+        assert worker.stop() == 0, worker.log_text()[-3000:]
+    assert "undecodable" not in worker.log_text()
+    landed = before + after + last + other
+    await expected.assert_tables_match(fresh_database_url, landed)
+    assert await fetchval(fresh_database_url, "SELECT count(*) FROM applied_events") == len(landed)
     assert await read_all(kafka_bootstrap, f"{topic}.dlq") == []
+
+
+async def _at_least(offsets: Any, partition: int, wanted: int) -> bool:
+    return (await offsets).get(partition, 0) >= wanted
 
 
 async def _equals(value: Any, wanted: Any) -> bool:

@@ -111,3 +111,15 @@ def test_a_null_value_is_dead_lettered_as_a_tombstone() -> None:
     assert str(prepared.error) == TOMBSTONE  # type: ignore[union-attr]
     assert "tombstone" in TOMBSTONE
     assert prepare(Record(b"")).error.args != (TOMBSTONE,)  # type: ignore[union-attr]
+
+
+def test_a_command_meeting_a_bad_batch_says_so_instead_of_blaming_a_server(capsys: pytest.CaptureFixture[str]) -> None:
+    from worker import cli
+
+    _, error = consume(garbage_payload(batch(CODECS["zstd"], 17)))
+    assert isinstance(error, Exception)
+    assert cli._report(error) == 5
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "carsys.appointments/3 offsets 17-20 (codec zstd;" in err
+    assert "unreachable" not in err

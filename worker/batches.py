@@ -10,6 +10,7 @@ fault. ``locate`` finds the partition and the batch's offsets in the fetcher's f
 
 from __future__ import annotations
 
+import re
 from types import TracebackType
 from typing import Any
 
@@ -41,8 +42,9 @@ def codec_name(attributes: int) -> str:
 def cause_of(exc: BaseException) -> str:
     """What went wrong, from the exception's class and message (codec messages name no record values)."""
     name = type(exc).__name__
-    text = " ".join(str(exc).split())[:160]
-    if not text or text.startswith(name):  # aiokafka's errors already start with their class name
+    # aiokafka's errors read "[Error 2] CorruptRecordException: Invalid CRC - ..."; keep one class name.
+    text = re.sub(r"^\[Error -?\d+\]\s*", "", " ".join(str(exc).split()))[:160]
+    if not text or text.startswith(name):
         return text or name
     return f"{name}: {text}"
 

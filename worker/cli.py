@@ -17,6 +17,8 @@ from worker.ops.inspection import list_command, show_command
 from worker.ops.preview import normalize_command, schema_command
 from worker.ops.publisher import publish_command
 from worker.ops.replay import replay_command
+from worker.ops.skip import skip_command
+from worker.runtime import batches
 from worker.runtime.app import init_command, run_command
 from worker.runtime.migrations import migrate_command
 
@@ -110,6 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--person-id")
     who.add_argument("--email")
     who.add_argument("--phone")
+    skip = _add(
+        sub,
+        "skip",
+        skip_command,
+        "skip a record batch the worker cannot decode (it holds the partition there): moves the group past it",
+    )
+    skip.add_argument("--partition", type=int, required=True, help="partition of KAFKA_TOPIC, as the worker printed")
+    skip.add_argument("--offset", type=int, required=True, help="first offset of the batch, as the worker printed")
+    skip.add_argument("--force", action="store_true", help="skip even records the group has not read yet before it")
     _dlq_parser(sub)
     return parser
 
@@ -119,16 +130,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handler: Handler = args.handler
         return handler(args)
-    except ConfigError as exc:
+    except Exception as exc:
+        code = _report(exc)
+        if code is None:
+            raise
+        return code
+
+
+def _report(exc: Exception) -> int | None:
+    """One line for an operator instead of a traceback, for the errors that are theirs to act on."""
+    bad = batches.locate(exc)
+    if bad is not None:
+        # Not a server problem: the topic holds a batch this client cannot decode (corrupt, or an unknown codec).
+        print(
+            f"carsys-ingest: cannot read the record batch at {bad.topic}/{bad.partition} offsets"
+            f" {bad.base_offset}-{bad.last_offset} (codec {bad.codec}; {bad.cause}); see the README,"
+            " 'A record batch that cannot be decoded'",
+            file=sys.stderr,
+        )
+        return 5
+    if isinstance(exc, ConfigError):
         print(f"carsys-ingest: configuration error: {exc}", file=sys.stderr)
         return 2
-    except MigrationError as exc:
+    if isinstance(exc, MigrationError):
         print(f"carsys-ingest: migrations refused: {exc}", file=sys.stderr)
         return 2
-    except (TransientError, OSError, KafkaError) as exc:
+    if isinstance(exc, TransientError | OSError | KafkaError):
         # A server that is down is an operator's problem to see, not a traceback to read.
         print(f"carsys-ingest: a server is unreachable ({type(exc).__name__}): try again later", file=sys.stderr)
         return 4
+    return None
 
 
 if __name__ == "__main__":

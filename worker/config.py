@@ -17,12 +17,15 @@ from worker.errors import ConfigError
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 LogFormat = Literal["auto", "json", "console"]
+# Kafka's codecs; the worker reads every one of them (aiokafka with cramjam), so any is safe for the dead-letter topic.
+Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     kafka_bootstrap_servers: str
     kafka_topic: str = "carsys.appointments"
     kafka_dlq_topic: str = ""  # empty means "<kafka_topic>.dlq", resolved by from_env
+    kafka_dlq_compression: Compression = "none"
     kafka_group_id: str = "carsys-ingest"
     kafka_client_id: str = "carsys-ingest"
     kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
@@ -54,6 +57,11 @@ VARIABLES: Mapping[str, tuple[str, str]] = {
     ),
     "KAFKA_TOPIC": ("kafka_topic", "Topic Carsys publishes events to."),
     "KAFKA_DLQ_TOPIC": ("kafka_dlq_topic", "Dead-letter topic; empty means `<KAFKA_TOPIC>.dlq`."),
+    "KAFKA_DLQ_COMPRESSION": (
+        "kafka_dlq_compression",
+        "Codec of the dead-letter producer: `none`, `gzip`, `snappy`, `lz4` or `zstd` (all read by the worker and the"
+        " dlq tools).",
+    ),
     "KAFKA_GROUP_ID": ("kafka_group_id", "Consumer group shared by all replicas."),
     "KAFKA_CLIENT_ID": ("kafka_client_id", "Client id prefix shown in broker logs and quotas."),
     "KAFKA_SECURITY_PROTOCOL": (

@@ -47,6 +47,7 @@ def test_every_variable_is_read() -> None:
         ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "KAFKA_SASL_MECHANISM"),
         ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "PLAIN"}, "KAFKA_SASL_USERNAME"),
         ({"KAFKA_SASL_MECHANISM": "GSSAPI"}, "KAFKA_SASL_MECHANISM"),
+        ({"KAFKA_DLQ_COMPRESSION": "brotli"}, "KAFKA_DLQ_COMPRESSION"),
     ],
 )
 def test_invalid_settings_name_the_variable(env: dict[str, str], variable: str) -> None:

@@ -64,14 +64,24 @@ class Failure(msgspec.Struct, frozen=True):
     error: PermanentError
 
 
+TOMBSTONE = (
+    "the record has a null value (a Kafka tombstone), not an event; the contract deletes with an"
+    " appointment.deleted event"
+)
+
+
 def offset_of(record: SourceRecord) -> Offset:
     return Offset(topic=record.topic, partition=record.partition, offset=record.offset)
 
 
 def decode_value(value: bytes | None) -> Event:
     """The contract event in one record value, or the worker's DecodeError / ContractError saying why not."""
+    if value is None:
+        # A null value is how Kafka deletes a key from a compacted topic; the contract expresses deletion as an
+        # `appointment.deleted` event instead, so the producer made a mistake worth saying plainly.
+        raise DecodeError(TOMBSTONE)
     try:
-        return decode(value or b"")
+        return decode(value)
     except NotJson as exc:
         raise DecodeError(str(exc)) from None
     except NotV1 as exc:

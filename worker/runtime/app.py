@@ -113,7 +113,9 @@ async def run(settings: config.Settings) -> None:
     )
     kafka = AIOKafkaConsumer(**consumer_options(settings))
     producer = AIOKafkaProducer(
-        **kafka_options(settings), client_id=f"{settings.kafka_client_id}-dlq", **producer_options()
+        **kafka_options(settings),
+        client_id=f"{settings.kafka_client_id}-dlq",
+        **producer_options(settings.kafka_dlq_compression),
     )
     consumer = Consumer(
         kafka=kafka,

@@ -1,16 +1,8 @@
 """The consumer runtime: fetch a batch, decode and normalise it, dead-letter what can never apply, write the rest in
 one transaction (offsets included), then commit to Kafka.
 
-Guarantees, and where they come from:
-- *No loss*: the Kafka offset of a record is committed only after it is in PostgreSQL or acknowledged by the
-  dead-letter topic. PostgreSQL also stores the next offset per partition in the batch's own transaction; on
-  assignment the consumer resumes from it when it is ahead of Kafka's (a crash between the two commits).
-- *No duplicates*: applying is idempotent (event ids, stale-write guard), so a redelivered batch changes nothing.
-- *Outages*: a TransientError pauses the assigned partitions and retries with the one retry policy while still
-  polling (the group keeps us; no max_poll_interval violation). It never dead-letters and never commits.
-- *Rebalances*: a batch holds ``_lock`` from write to commit, and ``on_partitions_revoked`` takes it, so a revoked
-  partition's in-flight batch is finished and committed first. A batch still waiting out an outage when a rebalance
-  starts is abandoned (nothing of it was committed; the new owner reads it again). `getmany` never runs under the lock.
+What it guarantees (no loss, no duplicates, outages waited out paused, rebalances, undecodable batches held until
+``carsys-ingest skip``) is stated once, in docs/guarantees.md; the comments below say how each piece serves it.
 """
 
 from __future__ import annotations
@@ -28,7 +20,8 @@ from aiokafka.errors import KafkaError
 from worker.config import Settings
 from worker.errors import PermanentError, TransientError, WriteRejected
 from worker.normalise.records import Failure, Item, Offset, SourceRecord, next_offsets, offset_of, split
-from worker.runtime import retry
+from worker.runtime import batches, retry
+from worker.runtime.batches import BadBatch
 from worker.runtime.deadletters import DeadLetterProducer
 from worker.runtime.health import Health
 from worker.runtime.metrics import Metrics
@@ -48,6 +41,10 @@ class _Superseded(Exception):
 # Records decoded and normalised between two yields to the event loop: ~20 records is ~5 ms of CPU, short enough
 # for a concurrent write to send its next statement promptly, long enough to make the yields' cost negligible.
 _PREPARE_CHUNK = 20
+# While a partition is held at an undecodable batch: how often PostgreSQL's offset is re-read (to see a skip), and how
+# often the error line is repeated (so that it is in any window of logs an operator looks at).
+_HELD_RECHECK_S = 3.0
+_HELD_REPEAT_S = 300.0
 
 
 @dataclass
@@ -84,6 +81,12 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
         # them again (a crash can still duplicate one; letters carry their origin, so tools de-duplicate).
         self._sent: set[Offset] = set()
         self._seeking: set[TopicPartition] = set()
+        # Next offset after the last record handed to the loop, per partition: where to rewind when a bad batch made
+        # aiokafka drop good records fetched alongside it.
+        self._delivered: dict[TopicPartition, int] = {}
+        self._held: dict[TopicPartition, BadBatch] = {}
+        self._held_checked_at = 0.0
+        self._held_logged_at = 0.0
 
     # ------------------------------------------------------------------------------------------ the loop
 
@@ -127,9 +130,107 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
                 write.cancel()
 
     async def _fetch(self, timeout_ms: int, max_records: int) -> list[SourceRecord]:
-        batch = await self._kafka.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        try:
+            batch = await self._kafka.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        except Exception as exc:  # a codec raises anything; locate() keeps only failures to decode a batch
+            bad = batches.locate(exc)
+            if bad is None:
+                raise
+            batch = await self._on_bad_batch(bad, max_records)
         self._health.beat()
+        if self._held:
+            await self._check_held()
+        for tp, got in batch.items():
+            if got:
+                self._delivered[tp] = got[-1].offset + 1
         return [r for tp in sorted(batch) for r in batch[tp]]
+
+    # ------------------------------------------------------------------------------------------ undecodable batches
+
+    async def _on_bad_batch(self, bad: BadBatch, max_records: int) -> dict[TopicPartition, list[Any]]:
+        """Salvage the records before ``bad``, then hold its partition there; the other partitions go on."""
+        tp = TopicPartition(bad.topic, bad.partition)
+        # aiokafka raised from inside getmany: the good records it had taken from other partitions are lost with the
+        # exception, their positions already moved past them.
+        await self._rewind(exclude=tp)
+        salvaged, reached = await self._salvage(tp, max_records)
+        if reached:
+            self._hold(tp, bad)
+        return {tp: salvaged} if salvaged else {}
+
+    async def _rewind(self, *, exclude: TopicPartition | None) -> None:
+        for tp in self._kafka.assignment():
+            if tp == exclude or tp in self._held:
+                continue
+            if tp in self._delivered:
+                self._kafka.seek(tp, self._delivered[tp])
+                continue
+            # Nothing handed out since the assignment, which left Kafka's committed offset where reading starts.
+            committed = await self._kafka.committed(tp)
+            if committed is not None:
+                self._kafka.seek(tp, committed)
+            else:
+                await self._kafka.seek_to_beginning(tp)
+
+    async def _salvage(self, tp: TopicPartition, max_records: int) -> tuple[list[Any], bool]:
+        """Records of ``tp`` before the bad batch, one at a time (a larger read would hit the batch and drop them).
+
+        Returns them and whether the bad batch was reached (not when ``max_records`` came first: the next fetch
+        goes on from there).
+        """
+        salvaged: list[Any] = []
+        while len(salvaged) < max_records:
+            try:
+                got = await self._kafka.getmany(tp, timeout_ms=1000, max_records=1)
+            except Exception as exc:  # as in _fetch
+                if batches.locate(exc) is None:
+                    raise
+                return salvaged, True
+            if not got:
+                return salvaged, False
+            salvaged += got.get(tp, [])
+        return salvaged, False
+
+    def _hold(self, tp: TopicPartition, bad: BadBatch) -> None:
+        self._kafka.pause(tp)
+        if self._held.get(tp) != bad:
+            self._held[tp] = bad
+            log.error(batches.describe(bad), topic=bad.topic, partition=bad.partition, offset=bad.base_offset)
+            self._held_logged_at = time.monotonic()
+        self._held_checked_at = time.monotonic()
+        self._metrics.held.set(len(self._held))
+
+    async def _check_held(self) -> None:
+        """Every few seconds: resume a held partition whose PostgreSQL offset an operator moved past the batch."""
+        now = time.monotonic()
+        if now - self._held_checked_at < _HELD_RECHECK_S:
+            return
+        self._held_checked_at = now
+        if now - self._held_logged_at >= _HELD_REPEAT_S:
+            self._held_logged_at = now
+            for bad in self._held.values():
+                log.error(batches.describe(bad), topic=bad.topic, partition=bad.partition, offset=bad.base_offset)
+        try:
+            stored = await self._store.stored_offsets(self._settings.kafka_topic)
+        except (TransientError, PermanentError, OSError) as exc:
+            log.warning("stored offsets unavailable; partitions stay held", error_class=type(exc).__name__)
+            return
+        for tp, bad in list(self._held.items()):
+            position = stored.get(tp.partition)
+            if position is not None and position > bad.base_offset:
+                await self._release(tp, position)
+
+    async def _release(self, tp: TopicPartition, position: int) -> None:
+        del self._held[tp]
+        self._metrics.held.set(len(self._held))
+        self._kafka.seek(tp, position)
+        self._delivered[tp] = position
+        try:
+            await self._kafka.commit({tp: position})
+        except KafkaError as exc:
+            log.warning("kafka commit failed; PostgreSQL has the offsets", error_class=type(exc).__name__)
+        self._kafka.resume(tp)
+        log.warning("held partition skipped past its bad batch by an operator", partition=tp.partition, offset=position)
 
     async def _prepare(self, records: list[SourceRecord]) -> _Batch:
         """Decode and normalise, yielding to the event loop often so that a running write keeps its pace."""
@@ -252,7 +353,13 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
             if generation != self._generation:
                 raise _Superseded
             self._pause_all()
-            stray = await self._kafka.getmany(timeout_ms=int(min(remaining, 1.0) * 1000) + 1)
+            try:
+                stray = await self._kafka.getmany(timeout_ms=int(min(remaining, 1.0) * 1000) + 1)
+            except Exception as exc:  # a bad batch on a partition assigned meanwhile: the main loop will meet it
+                if batches.locate(exc) is None:
+                    raise
+                await self._rewind(exclude=None)
+                stray = {}
             self._health.beat()
             for tp, got in stray.items():
                 # A partition assigned since we paused can still deliver: rewind so it is read again later.
@@ -265,7 +372,7 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def _resume_all(self) -> None:
         # Partitions still being positioned by on_partitions_assigned stay paused until it has sought them.
-        paused = self._kafka.paused() - self._seeking
+        paused = self._kafka.paused() - self._seeking - set(self._held)
         if paused:
             self._kafka.resume(*paused)
             log.info("partitions resumed", partitions=len(paused))
@@ -275,6 +382,11 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         self._generation += 1
+        for tp in revoked:
+            # The next owner reads from the committed offset and meets (and reports) a bad batch itself.
+            self._delivered.pop(tp, None)
+            self._held.pop(tp, None)
+        self._metrics.held.set(len(self._held))
         async with self._lock:
             # Taking the lock waits for an in-flight batch to commit; nothing else is uncommitted here.
             log.info("partitions revoked", partitions=sorted(tp.partition for tp in revoked))
@@ -287,6 +399,8 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
         # getmany() handed those records to the loop before the seek below (replays, and duplicate dead letters, at
         # every assignment where PostgreSQL is ahead). Paused records are dropped, as are records from before a seek.
         self._seeking = set(assigned)
+        for tp in assigned:
+            self._delivered.pop(tp, None)
         self._kafka.pause(*assigned)
         try:
             await self._resume_all_from_database(assigned)

@@ -70,9 +70,15 @@ def letter_headers(
     return kept + [(k, v.encode()) for k, v in added.items()]
 
 
-def producer_options() -> dict[str, Any]:
+def producer_options(compression: str = "none") -> dict[str, Any]:
     # A letter is acknowledged by all in-sync replicas, exactly once per send, before the source offset moves.
-    return {"acks": "all", "enable_idempotence": True, "linger_ms": 5, "max_request_size": MAX_LETTER_BYTES}
+    return {
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "max_request_size": MAX_LETTER_BYTES,
+        "compression_type": None if compression == "none" else compression,
+    }
 
 
 class DeadLetterProducer:

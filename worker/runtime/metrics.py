@@ -29,6 +29,11 @@ class Metrics:
         self.lag = Gauge("carsys_consumer_lag", "High watermark minus committed position", ["partition"], registry=r)
         self.retries = Counter("carsys_retries", "Retries after transient errors", registry=r)
         self.paused = Gauge("carsys_paused_partitions", "Partitions paused while waiting out an outage", registry=r)
+        self.held = Gauge(
+            "carsys_held_partitions",
+            "Partitions held at a record batch that cannot be decoded, until an operator skips it",
+            registry=r,
+        )
         self.pool_in_use = Gauge("carsys_db_pool_in_use", "Database connections in use", registry=r)
         self.pool_size = Gauge("carsys_db_pool_size", "Database connections open", registry=r)
 

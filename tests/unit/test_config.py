@@ -1,4 +1,4 @@
-"""Configuration: one frozen struct from the environment, errors that name the variable, README in step."""
+"""Configuration: one frozen struct from the environment, errors that name the variable, the docs in step."""
 
 from __future__ import annotations
 
@@ -67,20 +67,37 @@ def test_sasl_scram_over_tls_is_accepted() -> None:
     assert s.kafka_sasl_mechanism == "SCRAM-SHA-512"
 
 
-def test_readme_documents_every_variable_with_its_default() -> None:
-    readme = (REPO / "README.md").read_text()
-    table = readme.split("<!-- config-table:start -->")[1].split("<!-- config-table:end -->")[0]
-    documented = dict(re.findall(r"^\| `([A-Z_]+)` \| ([^|]*) \|", table, flags=re.M))
-    assert set(documented) == set(config.VARIABLES)
+def _table(path: Path, marker: str) -> dict[str, tuple[str, str]]:
+    """variable -> (default, meaning) from the table between ``<!-- {marker}:start -->`` and ``...:end -->``."""
+    text = path.read_text()
+    assert f"<!-- {marker}:start -->" in text, f"{path.name} lost its {marker} markers"
+    table = text.split(f"<!-- {marker}:start -->")[1].split(f"<!-- {marker}:end -->")[0]
+    rows = re.findall(r"^\| `([A-Z_]+)` \|([^|]*)\|(.*)\|\s*$", table, flags=re.M)
+    documented = {var: (default.strip().strip("`"), meaning.strip()) for var, default, meaning in rows}
+    assert len(documented) == len(rows), f"a variable appears twice in {path.name}"
+    return documented
+
+
+def _shown_default(field: str) -> str:
     defaults = config.Settings.__struct_defaults__
     names = config.Settings.__struct_fields__
-    offset = len(names) - len(defaults)
-    for var, (field, _) in config.VARIABLES.items():
-        index = names.index(field)
-        if index >= offset:
-            default = defaults[index - offset]
-            shown = "" if default in ("", None) else str(default)
-            assert documented[var].strip().strip("`") == shown, var
+    index = names.index(field) - (len(names) - len(defaults))
+    default = defaults[index] if index >= 0 else msgspec.NODEFAULT
+    return "" if default in ("", None) or default is msgspec.NODEFAULT else str(default)
+
+
+def test_deployment_documents_every_variable_with_its_default_and_meaning() -> None:
+    documented = _table(REPO / "docs" / "deployment.md", "config-table")
+    assert list(documented) == list(config.VARIABLES)  # every variable, in the code's order
+    for var, (field, meaning) in config.VARIABLES.items():
+        assert documented[var] == (_shown_default(field), meaning), var
+
+
+def test_readme_shows_ten_settings_exactly_as_the_full_table() -> None:
+    first = _table(REPO / "README.md", "settings-first")
+    full = _table(REPO / "docs" / "deployment.md", "config-table")
+    assert len(first) == 10
+    assert {var: full.get(var) for var in first} == first
 
 
 def test_nothing_else_reads_the_environment() -> None:

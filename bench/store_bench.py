@@ -35,7 +35,8 @@ import msgspec
 from worker.normalise.model import Appointment, Intervention, NormalisedEvent, Note, Person, Upsert, Vehicle
 from worker.normalise.records import Item, Offset
 from worker.runtime.migrations import migrate
-from worker.runtime.store import COPY_MIN_ROWS, Staging, Store, canonical_event_id
+from worker.runtime.store import COPY_MIN_ROWS, Staging, Store
+from worker.runtime.tables import canonical_event_id
 
 TOPIC = "carsys.appointments"
 FIRST = ["Jan", "Sanne", "Pieter", "Fatima", "Daan", "Emma", "Mohamed", "Lotte", "Bram", "Anouk"]

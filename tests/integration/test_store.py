@@ -26,7 +26,8 @@ from worker.normalise.model import Appointment, Delete, Intervention, Normalised
 from worker.normalise.records import Item, Offset
 from worker.runtime.migrations import migrate
 from worker.runtime.retry import policy
-from worker.runtime.store import BatchResult, Store, classify
+from worker.runtime.store import BatchResult, Store
+from worker.runtime.tables import classify
 
 T0 = dt.datetime(2025, 3, 3, 8, 0, tzinfo=dt.UTC)
 TOPIC = "carsys.appointments"

@@ -1,0 +1,355 @@
+"""The tables the worker writes, as data: their columns, the SQL that merges a batch into them, and the rows built
+from normalised events (by column name), plus the classification of database errors into the closed hierarchy.
+
+Pure apart from recognising asyncpg's exception classes: no connection is made here. The Store (store.py) runs it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import asyncpg
+import msgspec
+from asyncpg.exceptions import _base as asyncpg_base
+
+from worker.errors import IngestError, TransientError, WriteRejected
+from worker.normalise.model import Delete, NormalisedEvent, Note, Person, Upsert
+
+# --- error classification -------------------------------------------------------------------------------------
+
+# Connection exceptions, insufficient resources, operator intervention: the server, not the batch.
+TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57P")
+# 40001 serialization, 40P01 deadlock, 57014 statement timeout, 55P03 lock timeout: the same batch can succeed later.
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57014", "55P03"})
+# Data exceptions and integrity violations: this record's values, for good.
+PERMANENT_SQLSTATE_PREFIXES = ("22", "23")
+# 54000: a value too big for an index row (e.g. a 20 kB dms_number); permanent for that record, and bisecting
+# isolates it like a 22*/23* error instead of the worker crashing on it at every restart.
+PERMANENT_SQLSTATES = frozenset({"54000"})
+
+
+def classify(exc: BaseException, context: str) -> IngestError | None:
+    """The project's error for a database failure, or None when it is neither transient nor the data's fault.
+
+    Messages carry the SQLSTATE and object names only: PostgreSQL's message and detail may quote values.
+    """
+    if isinstance(exc, IngestError):
+        return exc
+    if isinstance(exc, asyncpg.PostgresError):
+        state = exc.sqlstate or ""
+        if state.startswith(TRANSIENT_SQLSTATE_PREFIXES) or state in TRANSIENT_SQLSTATES:
+            return TransientError(f"{context}: {type(exc).__name__} (SQLSTATE {state})")
+        if state.startswith(PERMANENT_SQLSTATE_PREFIXES) or state in PERMANENT_SQLSTATES:
+            return WriteRejected(_describe(exc, context), state)
+        return None
+    if isinstance(exc, asyncpg_base.DataError):
+        # Raised by the driver before sending, e.g. a string it cannot encode; its message quotes the value.
+        return WriteRejected(f"{context}: the driver could not encode a value ({type(exc.__cause__).__name__})")
+    if isinstance(exc, asyncpg.InterfaceError | OSError | TimeoutError):
+        return TransientError(f"{context}: connection failure ({type(exc).__name__})")
+    return None
+
+
+def _describe(exc: asyncpg.PostgresError, context: str) -> str:
+    parts = [f"{context}: {type(exc).__name__} (SQLSTATE {exc.sqlstate})"]
+    for label in ("table_name", "column_name", "constraint_name", "data_type_name"):
+        name = getattr(exc, label, None)
+        if name:
+            parts.append(f"{label.removesuffix('_name')}={name}")
+    return " ".join(parts)
+
+
+@contextmanager
+def stage(context: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        err = classify(exc, context)
+        if err is None or err is exc:
+            raise
+        raise err from exc
+
+
+# --- tables ---------------------------------------------------------------------------------------------------
+
+
+class Table(msgspec.Struct, frozen=True):
+    """How rows of one table are staged and merged.
+
+    ``columns`` are (name, staging type, select expression); uuid and jsonb travel as text and are cast in SQL so
+    that a bad value is a per-statement 22* error (bisectable) rather than a client-side encoding failure.
+    """
+
+    name: str
+    key: tuple[str, ...]
+    columns: tuple[tuple[str, str, str], ...]
+    update: str  # the SET list of ON CONFLICT DO UPDATE
+    returning: str = ""
+
+    def row(self, **values: Any) -> Row:
+        """One row given by column name, in the table's column order: a missing or unknown column fails here, not
+        as a value landing in the wrong column."""
+        if len(values) != len(self.columns):
+            raise TypeError(f"{self.name}: columns {sorted(values)} are not {[c[0] for c in self.columns]}")
+        return tuple(values[c[0]] for c in self.columns)
+
+    def merge_sql(self, source: str) -> str:
+        names = ", ".join(c[0] for c in self.columns)
+        exprs = ", ".join(c[2] for c in self.columns)
+        order = ", ".join(f"s.{k}" for k in self.key)
+        returning = f" RETURNING {self.returning}" if self.returning else ""
+        return (
+            f"INSERT INTO {self.name} AS t ({names}) SELECT {exprs} FROM {source} ORDER BY {order} "
+            f"ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {self.update}, updated_at = now() "
+            "WHERE (t.occurred_at, t.event_id) < (EXCLUDED.occurred_at, EXCLUDED.event_id)"
+            f"{returning}"
+        )
+
+    def unnest_source(self, first_param: int = 1) -> str:
+        params = ", ".join(f"${i}::{c[1]}[]" for i, c in enumerate(self.columns, first_param))
+        return f"unnest({params}) AS s({', '.join(c[0] for c in self.columns)})"
+
+    def staging_ddl(self) -> str:
+        cols = ", ".join(f"{c[0]} {c[1]}" for c in self.columns)
+        return f"CREATE TEMP TABLE IF NOT EXISTS _stage_{self.name} ({cols}); TRUNCATE _stage_{self.name};"
+
+
+def _col(name: str, pgtype: str = "text") -> tuple[str, str, str]:
+    return (name, pgtype, f"s.{name}")
+
+
+def _bookkeeping_cols() -> tuple[tuple[str, str, str], ...]:
+    return (
+        ("notes", "text", "s.notes::jsonb"),
+        _col("occurred_at", "timestamptz"),
+        ("event_id", "text", "s.event_id::uuid"),
+    )
+
+
+def _set_all(columns: Sequence[tuple[str, str, str]], key: Sequence[str]) -> str:
+    return ", ".join(f"{c[0]} = EXCLUDED.{c[0]}" for c in columns if c[0] not in key)
+
+
+# Column names are the model's field names.
+_PERSON_FIELDS = tuple(f for f in Person.__struct_fields__ if f not in ("id", "notes"))
+_PERSON_COLS = (_col("dealer_id"), _col("person_id"), *(_col(f) for f in _PERSON_FIELDS), *_bookkeeping_cols())
+PERSONS = Table(
+    name="persons",
+    key=("dealer_id", "person_id"),
+    columns=_PERSON_COLS,
+    update=_set_all(_PERSON_COLS, ("dealer_id", "person_id")),
+)
+
+_VEHICLE_TEXT = ("make", "model", "license_plate", "license_plate_key", "vin", "fuel")
+_VEHICLE_COLS = (
+    _col("dealer_id"),
+    _col("vehicle_key"),
+    *(_col(f) for f in _VEHICLE_TEXT),
+    _col("first_registration_date", "date"),
+    _col("apk_due_date", "date"),
+    _col("driver_id"),
+    _col("owner_id"),
+    _col("contractor_id"),
+    *_bookkeeping_cols(),
+)
+_VEHICLE_FIELDS = tuple(c[0] for c in _VEHICLE_COLS if c[0] not in ("dealer_id", "notes", "occurred_at", "event_id"))
+VEHICLES = Table(
+    name="vehicles",
+    key=("dealer_id", "vehicle_key"),
+    columns=_VEHICLE_COLS,
+    update=_set_all(_VEHICLE_COLS, ("dealer_id", "vehicle_key")),
+)
+
+# A tombstone keeps only its key and the delete bookkeeping: the snapshot's columns and interventions are cleared.
+# Keeping them would make a tombstone's content depend on batch boundaries (an upsert collapsed into the same batch
+# as its delete is never written), and the data of a cancelled appointment is not Claire's to keep (minimisation).
+_APPOINTMENT_COLS = (
+    _col("dealer_id"),
+    _col("dms_number"),
+    _col("wo_number"),
+    _col("appointment_at", "timestamptz"),
+    _col("created_at", "timestamptz"),
+    _col("waiting_customer", "boolean"),
+    _col("vehicle_key"),
+    # text[][] would be flattened by unnest, so the per-row id list travels as a JSON array.
+    ("person_ids", "text", "ARRAY(SELECT jsonb_array_elements_text(s.person_ids::jsonb))"),
+    _col("deleted", "boolean"),
+    _col("deleted_at", "timestamptz"),
+    *_bookkeeping_cols(),
+)
+# What a delete writes besides its key and bookkeeping: no snapshot (see above).
+_TOMBSTONE = {
+    "wo_number": None,
+    "appointment_at": None,
+    "created_at": None,
+    "waiting_customer": False,
+    "vehicle_key": None,
+    "person_ids": "[]",
+    "deleted": True,
+    "notes": "[]",
+}
+APPOINTMENTS = Table(
+    name="appointments",
+    key=("dealer_id", "dms_number"),
+    columns=_APPOINTMENT_COLS,
+    update=_set_all(_APPOINTMENT_COLS, ("dealer_id", "dms_number")),
+    returning="t.dealer_id, t.dms_number, t.event_id::text AS event_id, t.deleted",
+)
+
+_INTERVENTION_COLS = (
+    _col("dealer_id"),
+    _col("dms_number"),
+    _col("position", "integer"),
+    _col("title"),
+    _col("description"),
+    _col("price", "numeric"),
+    _col("occurred_at", "timestamptz"),
+    ("event_id", "text", "s.event_id::uuid"),
+)
+INTERVENTIONS = Table(
+    name="interventions", key=("dealer_id", "dms_number", "position"), columns=_INTERVENTION_COLS, update=""
+)
+
+INSERT_APPLIED = """
+INSERT INTO applied_events (event_id)
+SELECT e::uuid FROM unnest($1::text[]) AS e ORDER BY 1
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id::text
+"""
+
+DELETE_INTERVENTIONS = """
+DELETE FROM interventions i
+USING unnest($1::text[], $2::text[]) AS k(dealer_id, dms_number)
+WHERE i.dealer_id = k.dealer_id AND i.dms_number = k.dms_number
+"""
+
+SAVE_OFFSETS = """
+INSERT INTO consumer_offsets AS o (group_id, topic, partition, next_offset)
+SELECT $1, s.topic, s.partition, s.next_offset
+FROM unnest($2::text[], $3::integer[], $4::bigint[]) AS s(topic, partition, next_offset)
+ORDER BY s.topic, s.partition
+ON CONFLICT (group_id, topic, partition) DO UPDATE
+SET next_offset = GREATEST(o.next_offset, EXCLUDED.next_offset), updated_at = now()
+"""
+
+PRUNE = """
+DELETE FROM applied_events WHERE event_id IN (
+    SELECT event_id FROM applied_events WHERE applied_at < now() - make_interval(days => $1) LIMIT $2
+)
+"""
+
+# Any constant shared by the replicas: only one of them prunes at a time.
+PRUNE_LOCK = 0x63617273_7973_7072  # "carsyspr"
+
+
+# --- building rows --------------------------------------------------------------------------------------------
+
+
+def canonical_event_id(event_id: str) -> str:
+    """PostgreSQL's text form of the uuid, so ids compare the way the database compares them."""
+    try:
+        return str(uuid.UUID(event_id))
+    except ValueError:
+        return event_id  # the ::uuid cast rejects it as 22P02, which isolates the event
+
+
+def _notes(notes: Sequence[Note]) -> str:
+    return msgspec.json.encode(notes).decode()
+
+
+_Version = tuple[dt.datetime, str]
+Row = tuple[Any, ...]
+
+
+class Rows(msgspec.Struct):
+    """The newest snapshot per key of each table, from the new events of one (sub-)batch."""
+
+    persons: dict[tuple[str, str], tuple[_Version, Row]] = msgspec.field(default_factory=dict)
+    vehicles: dict[tuple[str, str], tuple[_Version, Row]] = msgspec.field(default_factory=dict)
+    appointments: dict[tuple[str, str], tuple[_Version, Row, NormalisedEvent]] = msgspec.field(default_factory=dict)
+
+    def add(self, event: NormalisedEvent) -> None:
+        eid = canonical_event_id(event.event_id)
+        version = (event.occurred_at, eid)
+        stamp = {"occurred_at": event.occurred_at, "event_id": eid}
+        if isinstance(event, Delete):
+            key = (event.dealer_id, event.dms_number)
+            row = APPOINTMENTS.row(
+                **_TOMBSTONE, dealer_id=key[0], dms_number=key[1], deleted_at=event.occurred_at, **stamp
+            )
+            _keep_newest(self.appointments, key, (version, row, event))
+            return
+        appt = event.appointment
+        for person in appt.persons:
+            fields = {f: getattr(person, f) for f in _PERSON_FIELDS}
+            notes = _notes(person.notes)
+            prow = PERSONS.row(dealer_id=event.dealer_id, person_id=person.id, **fields, notes=notes, **stamp)
+            _keep_newest(self.persons, (event.dealer_id, person.id), (version, prow))
+        vehicle = appt.vehicle
+        vehicle_key = vehicle.vehicle_key if vehicle is not None else None
+        if vehicle is not None and vehicle_key is not None:
+            fields = {f: getattr(vehicle, f) for f in _VEHICLE_FIELDS}
+            vrow = VEHICLES.row(dealer_id=event.dealer_id, **fields, notes=_notes(vehicle.notes), **stamp)
+            _keep_newest(self.vehicles, (event.dealer_id, vehicle_key), (version, vrow))
+        arow = APPOINTMENTS.row(
+            dealer_id=event.dealer_id,
+            dms_number=appt.dms_number,
+            wo_number=appt.wo_number,
+            appointment_at=appt.appointment_at,
+            created_at=appt.created_at,
+            waiting_customer=appt.waiting_customer,
+            vehicle_key=vehicle_key,
+            person_ids=msgspec.json.encode([p.id for p in appt.persons]).decode(),
+            deleted=False,
+            deleted_at=None,
+            notes=_notes(appt.notes),
+            **stamp,
+        )
+        _keep_newest(self.appointments, (event.dealer_id, appt.dms_number), (version, arow, event))
+
+
+def dms_number_of(event: NormalisedEvent) -> str:
+    return event.dms_number if isinstance(event, Delete) else event.appointment.dms_number
+
+
+def _keep_newest(rows: dict[Any, Any], key: Any, candidate: tuple[Any, ...]) -> None:
+    # ">=" so that within one event a repeated person id keeps its last occurrence, as a replay would.
+    current = rows.get(key)
+    if current is None or candidate[0] >= current[0]:
+        rows[key] = candidate
+
+
+def intervention_rows(events: Sequence[Upsert]) -> list[Row]:
+    rows: list[Row] = []
+    for event in events:
+        eid = canonical_event_id(event.event_id)
+        appt = event.appointment
+        for position, item in enumerate(appt.interventions):
+            rows.append(
+                INTERVENTIONS.row(
+                    dealer_id=event.dealer_id,
+                    dms_number=appt.dms_number,
+                    position=position,
+                    title=item.title,
+                    description=item.description,
+                    price=item.price,
+                    occurred_at=event.occurred_at,
+                    event_id=eid,
+                )
+            )
+    return rows
+
+
+def sorted_rows(rows: dict[tuple[str, str], Any]) -> list[Any]:
+    # Python's order only needs to be stable here: the statements ORDER BY the key themselves.
+    return [rows[k] for k in sorted(rows)]
+
+
+def column_arrays(rows: Sequence[Row], width: int) -> list[list[Any]]:
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(col) for col in zip(*rows, strict=True)]

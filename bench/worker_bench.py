@@ -62,7 +62,7 @@ from schemas.decoder import decode
 from worker import config
 from worker.normalise.records import Item, Offset, prepare, to_event
 from worker.runtime import logs, retry
-from worker.runtime.app import consumer_options
+from worker.runtime.kafka import consumer_options
 from worker.runtime.migrations import migrate
 from worker.runtime.store import Store
 

@@ -12,10 +12,10 @@ import structlog
 
 from dev import samples
 from worker.errors import ContractError, DecodeError, PermanentError, TransientError
+from worker.headers import letter_headers, replay_count
 from worker.normalise.model import Upsert
 from worker.normalise.records import Failure, Item, prepare, split
 from worker.runtime import logs, retry
-from worker.runtime.deadletters import letter_headers, replay_count
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from worker import config
 from worker.errors import ConfigError, TransientError
+from worker.headers import MAX_LETTER_BYTES
 from worker.ops.letters import Filters, Letter, Origin, letter_view, render_summary, render_view, select, summarise
-from worker.runtime.deadletters import MAX_LETTER_BYTES
+from worker.runtime.kafka import kafka_options
 
 _FETCH_TIMEOUT_MS = 500
 
 
 def consumer_for(settings: config.Settings, purpose: str) -> AIOKafkaConsumer:
-    from worker.runtime.app import kafka_options  # the composition root imports the worker modules; import it late
 
     return AIOKafkaConsumer(
         **kafka_options(settings),

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from worker.runtime.deadletters import PREFIX, REPLAY_COUNT, header
+from worker.headers import PREFIX, REPLAY_COUNT, header
 
 Origin = tuple[str, int, int]  # the original record: topic, partition, offset
 

@@ -22,7 +22,7 @@ from worker import config
 from worker.errors import PermanentError
 from worker.normalise.records import decode_value
 from worker.ops.inputs import documents, read_input
-from worker.runtime.deadletters import producer_options
+from worker.runtime.kafka import kafka_options, producer_options
 
 
 class Prepared(msgspec.Struct, frozen=True):
@@ -56,7 +56,6 @@ def prepare(where: str, value: bytes) -> Prepared:
 
 
 async def produce(settings: config.Settings, topic: str, records: Sequence[Prepared]) -> None:
-    from worker.runtime.app import kafka_options  # the composition root imports the worker modules; import it late
 
     producer = AIOKafkaProducer(
         **kafka_options(settings), client_id=f"{settings.kafka_client_id}-publish", **producer_options()

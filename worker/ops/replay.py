@@ -35,11 +35,12 @@ from aiokafka import AIOKafkaProducer
 
 from worker import config
 from worker.errors import PermanentError, TransientError
+from worker.headers import PREFIX, REPLAY_COUNT
 from worker.normalise.records import to_event
 from worker.ops.inspection import collect, filters_or_exit, replayed_origins
 from worker.ops.letters import Filters, Letter, Origin, origin_text, unique
 from worker.runtime import migrations
-from worker.runtime.deadletters import PREFIX, REPLAY_COUNT, producer_options
+from worker.runtime.kafka import kafka_options, producer_options
 
 REPLAY_OF = "replay.of"
 REPLAY_AT = "replay.at"
@@ -175,7 +176,6 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def producer_for(settings: config.Settings) -> AIOKafkaProducer:
-    from worker.runtime.app import kafka_options  # the composition root imports the worker modules; import it late
 
     return AIOKafkaProducer(
         **kafka_options(settings), client_id=f"{settings.kafka_client_id}-replay", **producer_options()

@@ -26,8 +26,9 @@ from aiokafka.errors import KafkaError
 
 from worker import config
 from worker.runtime import batches, migrations
-from worker.runtime.app import consumer_options, open_pool
+from worker.runtime.app import open_pool
 from worker.runtime.batches import BadBatch
+from worker.runtime.kafka import consumer_options
 from worker.runtime.store import Store
 
 _READ_TIMEOUT_S = 10.0

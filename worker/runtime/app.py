@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import contextlib
 import signal
-import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -21,44 +20,17 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from worker import config
 from worker.errors import TransientError
+from worker.headers import MAX_LETTER_BYTES
 from worker.runtime import logs, migrations, retry
 from worker.runtime.consumer import Consumer
-from worker.runtime.deadletters import MAX_LETTER_BYTES, DeadLetterProducer, producer_options
+from worker.runtime.deadletters import DeadLetterProducer
 from worker.runtime.health import Health, HealthServer
+from worker.runtime.kafka import consumer_options, kafka_options, producer_options
 from worker.runtime.metrics import Metrics
 from worker.runtime.store import Store
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
-
-
-def kafka_options(settings: config.Settings) -> dict[str, Any]:
-    """Connection options shared by every Kafka client (consumer, producers, admin, tools)."""
-    options: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap_servers,
-        "security_protocol": settings.kafka_security_protocol,
-    }
-    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
-    if settings.kafka_sasl_mechanism:
-        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        options["sasl_plain_username"] = settings.kafka_sasl_username
-        options["sasl_plain_password"] = settings.kafka_sasl_password
-    return options
-
-
-def consumer_options(settings: config.Settings) -> dict[str, Any]:
-    return {
-        **kafka_options(settings),
-        "group_id": settings.kafka_group_id,
-        "client_id": settings.kafka_client_id,
-        "enable_auto_commit": False,
-        "auto_offset_reset": "earliest",
-        # A retry cycle happens between two polls; the group must not evict us during it.
-        "max_poll_interval_ms": int(max(300.0, settings.retry_attempt_timeout_s * 3) * 1000),
-        "max_partition_fetch_bytes": 8 * 1024 * 1024,
-        "fetch_max_bytes": 64 * 1024 * 1024,
-    }
 
 
 _UNREACHABLE = (OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError)

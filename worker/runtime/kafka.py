@@ -1,0 +1,50 @@
+"""Kafka client options shared by every client of the worker and the tools: one place for connection security,
+the consumer's group settings and the producers' acknowledgement rules."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from worker import config
+from worker.headers import MAX_LETTER_BYTES
+
+
+def kafka_options(settings: config.Settings) -> dict[str, Any]:
+    """Connection options shared by every Kafka client (consumer, producers, admin, tools)."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+    if settings.kafka_sasl_mechanism:
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = settings.kafka_sasl_password
+    return options
+
+
+def consumer_options(settings: config.Settings) -> dict[str, Any]:
+    return {
+        **kafka_options(settings),
+        "group_id": settings.kafka_group_id,
+        "client_id": settings.kafka_client_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        # A retry cycle happens between two polls; the group must not evict us during it.
+        "max_poll_interval_ms": int(max(300.0, settings.retry_attempt_timeout_s * 3) * 1000),
+        "max_partition_fetch_bytes": 8 * 1024 * 1024,
+        "fetch_max_bytes": 64 * 1024 * 1024,
+    }
+
+
+def producer_options(compression: str = "none") -> dict[str, Any]:
+    # A letter is acknowledged by all in-sync replicas, exactly once per send, before the source offset moves.
+    return {
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "max_request_size": MAX_LETTER_BYTES,
+        "compression_type": None if compression == "none" else compression,
+    }

@@ -5,7 +5,7 @@
 Uses KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL when both are set (DATABASE_URL's server is used, never its
 database: every measurement gets a fresh database and a fresh topic), otherwise starts a throwaway stack with
 dev/stack.py and stops it at the end. Prints a table, writes bench/results/worker-<timestamp>.json and
-bench/results/latest.json. Prints, never asserts. What each figure means: the README.
+bench/results/latest.json. Prints, never asserts. What each figure means: docs/benchmarks.md.
 
 Measurements, in this order, each on its own topic and database:
 

@@ -118,7 +118,7 @@ async def demo(stack: devstack.Stack, log_path: Path) -> None:
         await wait_consumed(stack.database_url, len(records))
         say("what landed in PostgreSQL")
         await show_tables(stack.database_url)
-        say(f"carsys-ingest dlq list: the dead letters in {TOPIC}.dlq (see the README's runbook to replay them)")
+        say(f"carsys-ingest dlq list: the dead letters in {TOPIC}.dlq (docs/operations.md says how to replay them)")
         run_cli(env, "dlq", "list")
         say("carsys-ingest dlq show --stage decode: one letter, values redacted")
         run_cli(env, "dlq", "show", "--stage", "decode", "--limit", "1")

@@ -144,7 +144,7 @@ def _report(exc: Exception) -> int | None:
         # Not a server problem: the topic holds a batch this client cannot decode (corrupt, or an unknown codec).
         print(
             f"carsys-ingest: cannot read the record batch at {bad.topic}/{bad.partition} offsets"
-            f" {bad.base_offset}-{bad.last_offset} (codec {bad.codec}; {bad.cause}); see the README,"
+            f" {bad.base_offset}-{bad.last_offset} (codec {bad.codec}; {bad.cause}); see docs/operations.md,"
             " 'A record batch that cannot be decoded'",
             file=sys.stderr,
         )

@@ -1,7 +1,7 @@
 """Configuration: one frozen struct, read from the environment once, at start-up.
 
-Nothing else in the worker reads ``os.environ``. Every variable is listed in ``VARIABLES`` (the README's table is
-checked against it by a test) and every validation message names the variable.
+Nothing else in the worker reads ``os.environ``. Every variable is listed in ``VARIABLES`` (the table in
+docs/deployment.md is checked against it by a test) and every validation message names the variable.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_format: LogFormat = "auto"
 
 
-# variable -> (field, meaning). The order is the README's.
+# variable -> (field, meaning). The order is docs/deployment.md's.
 VARIABLES: Mapping[str, tuple[str, str]] = {
     "KAFKA_BOOTSTRAP_SERVERS": (
         "kafka_bootstrap_servers",

@@ -84,5 +84,6 @@ def describe(bad: BadBatch) -> str:
         f"undecodable record batch at {where} (codec {bad.codec}; {bad.cause}): not a server outage, retrying cannot"
         f" help; partition {bad.partition} is held at offset {bad.base_offset}, the other partitions go on. Operator:"
         f" have the producer re-send those records if it can, then run `carsys-ingest skip --partition"
-        f" {bad.partition} --offset {bad.base_offset}` (README: 'A record batch that cannot be decoded')"
+        f" {bad.partition} --offset {bad.base_offset}`"
+        " (docs/operations.md: 'Runbook: a record batch that cannot be decoded')"
     )

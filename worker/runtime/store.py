@@ -30,7 +30,7 @@ Public API::
 - **Bulk only**: one ``INSERT ... SELECT ... ON CONFLICT`` per table, fed either by ``unnest($1::text[], ...)`` (one
   round trip) or by COPY into a temporary staging table (three round trips, but cheaper per row). ``staging="auto"``
   (default) picks COPY for a table when the batch has at least ``COPY_MIN_ROWS`` rows for it: measured in
-  bench/store_bench.py, unnest wins small batches and COPY wins large ones (the README has the figures).
+  bench/store_bench.py, unnest wins small batches and COPY wins large ones (docs/benchmarks.md has the figures).
 - **Offsets**: the next offset per (group, topic, partition) (max offset + 1 over ``items`` and ``extra_offsets``,
   the latter being records dead-lettered or skipped before the store) is written in the same transaction and never
   moves backwards. The consumer resumes from ``stored_offsets``.
@@ -86,7 +86,7 @@ log = structlog.get_logger(__name__)
 if TYPE_CHECKING:
     Conn: TypeAlias = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
 Staging = Literal["auto", "unnest", "copy"]
-# Where COPY starts to beat unnest for our widest table (persons, 22 columns); the README has the figures.
+# Where COPY starts to beat unnest for our widest table (persons, 22 columns); docs/benchmarks.md has the figures.
 COPY_MIN_ROWS = 1000
 
 

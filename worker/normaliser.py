@@ -77,10 +77,12 @@ def normalise(event: contract.Event, rules: Rules = FAST) -> model.NormalisedEve
     """The canonical form of one contract event. Raises NormaliseError when it holds nothing storable."""
     event_id = _canonical_uuid(event.event_id)
     occurred_at = _required_timestamp(event.occurred_at, "$.occurred_at")
+    # Trimmed like the other ids; the contract's pattern guarantees something is left.
+    dealer_id = event.dealer_id.strip(contract.DEALER_ID_PADDING)
     if isinstance(event, contract.AppointmentDeleted):
         dms_number = _required_id(event.appointment.dms_number, "$.appointment.dms_number")
-        return model.Delete(event_id, occurred_at, event.dealer_id, dms_number)
-    return model.Upsert(event_id, occurred_at, event.dealer_id, _appointment(event.appointment, rules))
+        return model.Delete(event_id, occurred_at, dealer_id, dms_number)
+    return model.Upsert(event_id, occurred_at, dealer_id, _appointment(event.appointment, rules))
 
 
 _CANONICAL_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

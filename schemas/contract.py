@@ -22,7 +22,27 @@ _DATE_TIME: Final = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}
 _TIMESTAMP_PATTERN: Final = _DATE_TIME + r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?$"
 _OFFSET_TIMESTAMP_PATTERN: Final = _DATE_TIME + r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})$"
 
-DealerId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, description="The Carsys dealer (tenant)")]
+# The tenant key, and the first half of the record key "{dealer_id}/{dms_number}": ASCII letters and digits, and
+# after the first character also '.', '_', '-' and ':'. Never '/' (the key would be ambiguous: "a/b" + "/" + "c" and
+# "a" + "/" + "b/c"), whitespace inside or control characters (look-alike tenants; log lines), nor non-ASCII letters
+# (the same-looking id in two Unicode forms would be two tenants). Case is kept: ids are opaque. Surrounding spaces,
+# tabs and line breaks (fixed-width DMS exports) are accepted, and trimmed by the normaliser; whitespace only is not.
+DEALER_ID: Final = r"[A-Za-z0-9][A-Za-z0-9._:-]*"
+DEALER_ID_PADDING: Final = " \t\r\n"
+_PADDING: Final = r"[ \t\r\n]*"  # DEALER_ID_PADDING, as a regex for both Python and the JSON Schema (ECMA-262)
+_DEALER_ID_PATTERN: Final = f"^{_PADDING}{DEALER_ID}{_PADDING}$"
+DealerId = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=64,
+        pattern=_DEALER_ID_PATTERN,
+        description=(
+            "The Carsys dealer (tenant): letters, digits and . _ - : (beginning with a letter or digit). "
+            "Surrounding whitespace is trimmed."
+        ),
+    ),
+]
 EventId = Annotated[
     str,
     msgspec.Meta(
@@ -145,8 +165,8 @@ Event = AppointmentUpserted | AppointmentDeleted
 
 def key_for(dealer_id: str, dms_number: str) -> bytes:
     """The Kafka key of an appointment's events: all of them land on one partition, in order."""
-    # The worker knows an appointment by its trimmed DMS number, so " 42" and "42" must share a partition too.
-    return f"{dealer_id}/{dms_number.strip()}".encode()
+    # The worker knows an appointment by its trimmed ids, so " 42" and "42" must share a partition too.
+    return f"{dealer_id.strip(DEALER_ID_PADDING)}/{dms_number.strip()}".encode()
 
 
 def record_key(event: Event) -> bytes:

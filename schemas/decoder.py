@@ -117,6 +117,7 @@ _FIELD_REASONS: Final = {
     "$.event_id": "expected a UUID",
     "$.event_type": "unknown event type (expected appointment.upserted or appointment.deleted)",
     "$.schema_version": f"unsupported schema version (this worker reads version {SCHEMA_VERSION})",
+    "$.dealer_id": "expected a dealer id: letters, digits and . _ - : beginning with a letter or digit",
 }
 
 

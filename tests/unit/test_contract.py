@@ -25,6 +25,9 @@ VALIDATOR = jsonschema.Draft202012Validator(json_schema(), format_checker=jsonsc
 EXPECTED_REASONS = {
     "bad-registration-date.json": "$.appointment.vehicle.first_registration_date: expected an ISO date (YYYY-MM-DD)",
     "dealer-id-too-long.json": "$.dealer_id: must be at most 64 characters",
+    "dealer-id-with-slash.json": (
+        "$.dealer_id: expected a dealer id: letters, digits and . _ - : beginning with a letter or digit"
+    ),
     "event-id-not-a-uuid.json": "$.event_id: expected a UUID",
     "missing-dms-number.json": "$.appointment.dms_number: required field is missing",
     "occurred-at-without-offset.json": "$.occurred_at: expected an RFC 3339 timestamp with offset (e.g. +01:00 or Z)",
@@ -108,6 +111,13 @@ BROKEN: list[tuple[str, Any]] = [
     ("schema_version 0", lambda d: d.update(schema_version=0)),
     ("schema_version as string", lambda d: d.update(schema_version="1")),
     ("empty dealer_id", lambda d: d.update(dealer_id="")),
+    ("whitespace-only dealer_id", lambda d: d.update(dealer_id=" \t ")),
+    ("dealer_id with a slash", lambda d: d.update(dealer_id="dealer/x")),
+    ("dealer_id with a space inside", lambda d: d.update(dealer_id="dealer x")),
+    ("dealer_id with a control character", lambda d: d.update(dealer_id="dealer\x00")),
+    ("dealer_id with a non-breaking space around", lambda d: d.update(dealer_id="\u00a0dealer")),
+    ("dealer_id with a non-ASCII letter", lambda d: d.update(dealer_id="garage-m\u00fcller")),
+    ("dealer_id starting with a dash", lambda d: d.update(dealer_id="-")),
     ("waiting_customer as string", lambda d: d["appointment"].update(waiting_customer="ja")),
     ("vehicle as list", lambda d: d["appointment"].update(vehicle=[])),
     ("person without id", lambda d: d["appointment"]["persons"][0].pop("id")),
@@ -126,6 +136,32 @@ def test_schema_and_decoder_reject_broken_events(name: str, breaks: Any) -> None
     assert not VALIDATOR.is_valid(doc), name
     with pytest.raises(NotV1):
         decode(_encode(doc))
+
+
+# Dealer ids: the schema's pattern and the Struct's constraint accept exactly the same strings.
+DEALER_ID_CHARS = st.sampled_from(list("aZ09._:-/ \t\r\n\x00\x0b\u00a0\u00fc\ufeff@+"))
+
+
+@given(dealer_id=st.text(DEALER_ID_CHARS, max_size=66))
+def test_schema_and_decoder_agree_on_dealer_ids(dealer_id: str) -> None:
+    doc = copy.deepcopy(_RICH)
+    doc["dealer_id"] = dealer_id
+    assert VALIDATOR.is_valid(doc) == (_message_or_none(doc) is None)
+
+
+@pytest.mark.parametrize("dealer_id", ["dealer-x", "Dealer_X.2", "carsys:1234", "7", "d" * 64])
+def test_dealer_ids_as_real_dealers_have_them_are_valid(dealer_id: str) -> None:
+    doc = copy.deepcopy(_RICH)
+    doc["dealer_id"] = dealer_id
+    assert VALIDATOR.is_valid(doc)
+    assert decode(_encode(doc)).dealer_id == dealer_id
+
+
+def test_a_padded_dealer_id_is_accepted_and_keyed_trimmed() -> None:
+    doc = copy.deepcopy(_RICH)
+    doc["dealer_id"] = " \tdealer-x \r\n"
+    assert VALIDATOR.is_valid(doc)
+    assert record_key(decode(_encode(doc))) == b"dealer-x/2025-004711"
 
 
 # --- decoder behaviour ---------------------------------------------------------------------------------------
@@ -250,7 +286,7 @@ def test_wrong_types_inside_persons_never_leak(value: Any) -> None:
         return
     assert message.startswith("$.appointment.")
     if isinstance(value, str) and len(value) > 2:
-        assert value not in message
+        assert value not in message.split(": ", 1)[1]  # the path is ours ('app' is in '$.appointment')
 
 
 @given(st.binary(max_size=200))

@@ -18,7 +18,7 @@ import msgspec
 
 from schemas import contract
 from worker.errors import NormaliseError
-from worker.normalise import model
+from worker.normalise import dates, model
 from worker.normalise.addresses import normalise_city, normalise_house_number, normalise_postcode
 from worker.normalise.emails import normalise_email, normalise_email_reference
 from worker.normalise.phones import Phone, normalise_phone, normalise_phone_reference
@@ -61,6 +61,11 @@ class _Notes:
             self.add(field, result[1])
         return result[0]
 
+    def date(self, field: str, value: dt.date | None) -> dt.date | None:
+        day, fixes = dates.clean_date(value)
+        self.add(field, fixes)
+        return day
+
     def done(self) -> tuple[model.Note, ...]:
         return tuple(self.notes)
 
@@ -68,10 +73,13 @@ class _Notes:
 def normalise(event: contract.Event, rules: Rules = FAST) -> model.NormalisedEvent:
     """The canonical form of one contract event. Raises NormaliseError when it holds nothing storable."""
     event_id = _canonical_uuid(event.event_id)
+    occurred_at = _required_timestamp(event.occurred_at, "$.occurred_at")
+    # Trimmed like the other ids; the contract's pattern guarantees something is left.
+    dealer_id = event.dealer_id.strip(contract.DEALER_ID_PADDING)
     if isinstance(event, contract.AppointmentDeleted):
         dms_number = _required_id(event.appointment.dms_number, "$.appointment.dms_number")
-        return model.Delete(event_id, event.occurred_at, event.dealer_id, dms_number)
-    return model.Upsert(event_id, event.occurred_at, event.dealer_id, _appointment(event.appointment, rules))
+        return model.Delete(event_id, occurred_at, dealer_id, dms_number)
+    return model.Upsert(event_id, occurred_at, dealer_id, _appointment(event.appointment, rules))
 
 
 _CANONICAL_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -89,20 +97,29 @@ def _required_id(value: str, path: str, n: int = 0) -> str:
     return text
 
 
+def _required_timestamp(value: dt.datetime, path: str) -> dt.datetime:
+    # A required timestamp has no null to fall back to: a placeholder there is a producer's mapping of "no value"
+    # (e.g. .NET's default(DateTime)), as good as a missing field. occurred_at of 9999 would also win every later
+    # change of the appointment, forever.
+    if dates.is_placeholder(value):
+        raise NormaliseError(f"{path}: placeholder timestamp (outside {dates.WINDOW})")
+    return value
+
+
 def _aware(value: dt.datetime, field: str, notes: _Notes) -> dt.datetime:
     if value.tzinfo is not None:
         return value
     notes.add(field, (("timezone", "assumed_europe_amsterdam"),))
-    return value.replace(tzinfo=AMSTERDAM)
+    return dates.whole_minute_offset(value.replace(tzinfo=AMSTERDAM))
 
 
 def _appointment(a: contract.Appointment, rules: Rules) -> model.Appointment:
     notes = _Notes()
     _unique_person_ids(a.persons)
     dms_number = _required_id(a.dms_number, "$.appointment.dms_number")
-    created_at = _aware(a.created_at, "created_at", notes)
+    created_at = _aware(_required_timestamp(a.created_at, "$.appointment.created_at"), "created_at", notes)
     wo_number = notes.take("wo_number", clean(a.wo_number))
-    appointment_at = None if a.appointment_at is None else _aware(a.appointment_at, "appointment_at", notes)
+    appointment_at = _optional_timestamp(a.appointment_at, notes)
     return model.Appointment(
         dms_number=dms_number,
         created_at=created_at,
@@ -114,6 +131,12 @@ def _appointment(a: contract.Appointment, rules: Rules) -> model.Appointment:
         persons=tuple(_person(p, n, rules) for n, p in enumerate(a.persons)),
         notes=notes.done(),
     )
+
+
+def _optional_timestamp(value: dt.datetime | None, notes: _Notes) -> dt.datetime | None:
+    at, fixes = dates.clean_date(value)
+    notes.add("appointment_at", fixes)
+    return None if at is None else _aware(at, "appointment_at", notes)
 
 
 def _unique_person_ids(persons: tuple[contract.Person, ...]) -> None:
@@ -151,8 +174,8 @@ def _vehicle(v: contract.Vehicle) -> model.Vehicle:
         license_plate_key=plate.key,
         vin=vin,
         fuel=notes.take("fuel", normalise_fuel(v.fuel)),
-        first_registration_date=v.first_registration_date,
-        apk_due_date=v.apk_due_date,
+        first_registration_date=notes.date("first_registration_date", v.first_registration_date),
+        apk_due_date=notes.date("apk_due_date", v.apk_due_date),
         driver_id=notes.take("driver_id", clean_id(v.driver_id)),
         owner_id=notes.take("owner_id", clean_id(v.owner_id)),
         contractor_id=notes.take("contractor_id", clean_id(v.contractor_id)),

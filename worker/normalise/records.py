@@ -7,14 +7,14 @@ which goes to the dead-letter topic.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 import msgspec
 
-from schemas.contract import Event
+from schemas.contract import Event, key_for
 from schemas.decoder import NotJson, NotV1, decode
 from worker.errors import ContractError, DecodeError, NormaliseError, PermanentError
-from worker.normalise.model import NormalisedEvent
+from worker.normalise.model import Delete, NormalisedEvent
 from worker.normalise.normaliser import normalise
 
 
@@ -107,6 +107,36 @@ def prepare(record: SourceRecord) -> Item | Failure:
         return Item(event=to_event(record.value), offset=offset_of(record))
     except PermanentError as exc:
         return Failure(record=record, error=exc)
+
+
+KeyMismatch = Literal["missing", "dealer_id", "dms_number"]
+
+
+def key_mismatch(key: bytes | None, event: NormalisedEvent) -> KeyMismatch | None:
+    """How a record's key disagrees with its event's ``"{dealer_id}/{dms_number}"`` (trimmed), or None if it agrees.
+
+    The event wins either way: rows are keyed by its dealer_id and dms_number. A disagreeing or missing key is a
+    producer bug all the same: the appointment's events may be spread over partitions and reach the worker out of
+    order (the newest still wins, by occurred_at, but only once all have arrived). A dealer id never holds '/', so
+    the key's first '/' separates the two parts.
+    """
+    dms_number = event.dms_number if isinstance(event, Delete) else event.appointment.dms_number
+    if key == key_for(event.dealer_id, dms_number):
+        return None
+    if key is None:
+        return "missing"
+    return "dealer_id" if key.partition(b"/")[0] != event.dealer_id.encode() else "dms_number"
+
+
+def key_mismatches(records: Sequence[SourceRecord], items: Sequence[Item]) -> list[tuple[Item, KeyMismatch]]:
+    """The items (prepared from ``records``) whose record key disagrees with the event."""
+    keys = {offset_of(r): r.key for r in records}
+    found: list[tuple[Item, KeyMismatch]] = []
+    for item in items:
+        mismatch = key_mismatch(keys[item.offset], item.event)
+        if mismatch is not None:
+            found.append((item, mismatch))
+    return found
 
 
 def split(records: Sequence[SourceRecord]) -> tuple[list[Item], list[Failure]]:

@@ -19,7 +19,17 @@ from aiokafka.errors import KafkaError
 
 from worker.config import Settings
 from worker.errors import PermanentError, TransientError, WriteRejected
-from worker.normalise.records import Failure, Item, Offset, SourceRecord, next_offsets, offset_of, split
+from worker.normalise.records import (
+    Failure,
+    Item,
+    KeyMismatch,
+    Offset,
+    SourceRecord,
+    key_mismatches,
+    next_offsets,
+    offset_of,
+    split,
+)
 from worker.runtime import batches, retry
 from worker.runtime.batches import BadBatch
 from worker.runtime.deadletters import DeadLetterProducer
@@ -55,6 +65,7 @@ class _Batch:
     records: list[SourceRecord]
     items: list[Item] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    key_mismatches: list[tuple[Item, KeyMismatch]] = field(default_factory=list)
 
 
 class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -236,9 +247,11 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
         """Decode and normalise, yielding to the event loop often so that a running write keeps its pace."""
         batch = _Batch(generation=self._generation, records=records)
         for start in range(0, len(records), _PREPARE_CHUNK):
-            items, failures = split(records[start : start + _PREPARE_CHUNK])
+            chunk = records[start : start + _PREPARE_CHUNK]
+            items, failures = split(chunk)
             batch.items += items
             batch.failures += failures
+            batch.key_mismatches += key_mismatches(chunk, items)
             await asyncio.sleep(0)
         return batch
 
@@ -247,6 +260,7 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._sent.clear()
         self._metrics.consumed.inc(len(batch.records))
         self._metrics.batch_size.observe(len(batch.records))
+        self._report_key_mismatches(batch.key_mismatches)
         try:
             await self._process_until_done(batch)
         except (_Stopping, _Superseded) as why:
@@ -269,6 +283,21 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
                 return
             except TransientError as exc:
                 log.error("transient failure outlasted a retry cycle; still paused", error_class=type(exc).__name__)
+
+    def _report_key_mismatches(self, mismatches: Sequence[tuple[Item, KeyMismatch]]) -> None:
+        """Counted per record; logged once per batch, with the first record's coordinates (never the key: it holds
+        the DMS number) so that a producer sending every record with a wrong key does not flood the log."""
+        if not mismatches:
+            return
+        for _, part in mismatches:
+            self._metrics.key_mismatches.labels(part).inc()
+        item, part = mismatches[0]
+        log.warning(
+            "record key is not the event's dealer_id/dms_number; stored by the event",
+            **_about(item),
+            part=part,
+            mismatched_in_batch=len(mismatches),
+        )
 
     def _policy(self) -> Any:
         s = self._settings

@@ -27,6 +27,12 @@ class Metrics:
             "carsys_end_to_end_latency_seconds", "Record timestamp to commit", buckets=SECONDS, registry=r
         )
         self.lag = Gauge("carsys_consumer_lag", "High watermark minus committed position", ["partition"], registry=r)
+        self.key_mismatches = Counter(
+            "carsys_key_mismatch",
+            "Stored records whose key is not the event's dealer_id/dms_number (part: missing, dealer_id, dms_number)",
+            ["part"],
+            registry=r,
+        )
         self.retries = Counter("carsys_retries", "Retries after transient errors", registry=r)
         self.paused = Gauge("carsys_paused_partitions", "Partitions paused while waiting out an outage", registry=r)
         self.held = Gauge(

@@ -4,6 +4,11 @@
 plain ASCII addresses - nearly all of them - with one regex that accepts a strict subset of what
 email-validator accepts and produces the same normalised form (a differential test checks it); everything
 else goes to email-validator.
+
+A field that is not one address is read as a person reads it (``read_email``): the address inside ``mailto:``,
+angle brackets with or without a display name, a remark in brackets or a trailing full stop, and of two addresses
+the first, with the second handed back for the caller to place. Dummy addresses (``geen@geen.nl``) are
+placeholders.
 """
 
 from __future__ import annotations
@@ -11,15 +16,28 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 import email_validator
 
-from worker.text import Fixes, Result, clean
+from worker.text import PLACEHOLDER, Fixes, Result, clean
 
 LOWERCASED: Final = ("email", "lowercased")
 REJECTED: Final = ("email", "rejected")
 IDN: Final = ("email", "idn_normalised")
+MAILTO_REMOVED: Final = ("email", "mailto_removed")
+TEXT_REMOVED: Final = ("email", "text_removed")
+TRAILING_DOT_REMOVED: Final = ("email", "trailing_dot_removed")
+SECOND_DROPPED: Final = ("second_address", "dropped")
+
+
+class Email(NamedTuple):
+    """The (first) address of a field and its notes; ``second`` is a second valid address found next to it."""
+
+    address: str | None
+    fixes: Fixes
+    second: str | None = None
+
 
 _LABEL: Final = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 # Local part: dot-atom of the common atext characters. Domain: at least two LDH labels, a TLD ending in a letter,
@@ -91,26 +109,115 @@ def fast_address(address: str) -> str | None:
 
 AddressRule = Callable[[str], "str | None"]
 
+# Dummy addresses typed where the screen demands one: both the local part and the domain name say "none". A real
+# address at a real provider (geen@ziggo.nl) is kept: one placeholder word alone is not proof.
+_DUMMY_LOCALS: Final = frozenset(
+    {"geen", "geenmail", "geenemail", "geen.email", "geen-email", "geen_email", "nvt", "n.v.t", "onbekend"}
+    | {"unknown", "none", "noemail", "no-email", "nomail", "no-mail", "x", "xx", "xxx", "xxxx", "leeg", "niet"}
+    | {"dummy", "test", "nee", "no"}
+)
+_DUMMY_DOMAINS: Final = frozenset(
+    {"geen", "geenmail", "geenemail", "onbekend", "unknown", "nvt", "none", "noemail", "nomail", "email"}
+    | {"e-mail", "mail", "x", "xx", "xxx", "leeg", "dummy", "test", "niet"}
+)
 
-def normalise_email_with(value: str | None, address_rule: AddressRule) -> Result:
+
+def is_dummy(address: str) -> bool:
+    """``geen@geen.nl``, ``onbekend@onbekend.nl``, ``x@x.nl``: an address that says there is none."""
+    local, _, domain = address.partition("@")
+    if local not in _DUMMY_LOCALS:
+        return False
+    labels = domain.split(".")
+    return len(labels) >= 2 and labels[-2] in _DUMMY_DOMAINS
+
+
+def _address_fixes(text: str, lowered: str, found: str) -> Fixes:
+    fixes: Fixes = (LOWERCASED,) if lowered != text else ()
+    return (*fixes, IDN) if found != lowered else fixes
+
+
+def read_email_with(value: str | None, address_rule: AddressRule) -> Email:
     text, fixes = clean(value)
     if text is None:
-        return None, fixes
+        return Email(None, fixes)
     lowered = text.lower()
     found = address_rule(lowered)
     if found is None:
-        return None, (*fixes, REJECTED)
-    extra: Fixes = (LOWERCASED,) if lowered != text else ()
-    if found != lowered:
-        extra += (IDN,)
-    return found, fixes + extra
+        return _read_text(text, fixes, address_rule)
+    if is_dummy(found):
+        return Email(None, (*fixes, PLACEHOLDER))
+    extra = _address_fixes(text, lowered, found)
+    return Email(found, fixes + extra if extra else fixes)
+
+
+# An address as it sits in running text: no spaces and none of the characters people put around or between
+# addresses. ":" ends a "mailto:" or "e-mail:" label, "/" separates two addresses (it is legal in a local part,
+# but no customer has one).
+_TOKEN: Final = re.compile(r"[^\s<>()\[\]{}\",;:/|]+@[^\s<>()\[\]{}\",;:/|]+")
+_MAILTO: Final = re.compile(r"mailto:", re.IGNORECASE)
+# What may separate two addresses without being text worth a note (brackets, quotes and names are).
+_SEPARATORS: Final = re.compile(r"(?:[\s,;/|&]|\b(?:of|en|or|and)\b)+", re.IGNORECASE)
+
+
+class _Token(NamedTuple):
+    address: str | None  # valid and not a dummy
+    fixes: Fixes
+    dummy: bool
+
+
+def _token(token: str, address_rule: AddressRule) -> _Token:
+    fixes: Fixes = ()
+    core = token.strip("'")
+    if core.endswith("."):
+        core, fixes = core.rstrip("."), (TRAILING_DOT_REMOVED,)
+    lowered = core.lower()
+    found = address_rule(lowered) if lowered.count("@") == 1 else None
+    if found is None or is_dummy(found):
+        return _Token(None, (), found is not None)
+    return _Token(found, fixes + _address_fixes(core, lowered, found), False)
+
+
+def _read_text(text: str, fixes: Fixes, address_rule: AddressRule) -> Email:
+    """The first valid address in a field that is more than one address; the second one comes back as well."""
+    found: list[tuple[str, _Token]] = []
+    dummy = False
+    for raw in _TOKEN.findall(text):
+        token = _token(raw, address_rule)
+        dummy = dummy or token.dummy
+        if token.address is not None and all(token.address != t.address for _, t in found):
+            found.append((raw, token))
+    if not found:
+        return Email(None, (*fixes, PLACEHOLDER if dummy else REJECTED))
+    rest = _MAILTO.sub("", text)
+    notes = (*fixes, MAILTO_REMOVED) if len(rest) != len(text) else fixes
+    for raw, _ in found[:2]:
+        rest = rest.replace(raw, "", 1)
+    if _SEPARATORS.sub("", rest):
+        notes += (TEXT_REMOVED,)
+    first = found[0][1]
+    return Email(first.address, notes + first.fixes, found[1][1].address if len(found) > 1 else None)
+
+
+def read_email(value: str | None) -> Email:
+    """The fast path: the (first) address of a field, its notes and a second address if the field holds one."""
+    return read_email_with(value, fast_address)
+
+
+def read_email_reference(value: str | None) -> Email:
+    """The straightforward version: email-validator on every address."""
+    return read_email_with(value, reference_address)
+
+
+def _single(email: Email) -> Result:
+    return email.address, (*email.fixes, SECOND_DROPPED) if email.second is not None else email.fixes
 
 
 def normalise_email(value: str | None) -> Result:
-    """Lowercased, syntax-checked address; None with a note when it is not an address."""
-    return normalise_email_with(value, fast_address)
+    """Lowercased, syntax-checked address; None with a note when the field holds none. Of two addresses the first
+    (a note says the second was dropped)."""
+    return _single(read_email(value))
 
 
 def normalise_email_reference(value: str | None) -> Result:
     """The straightforward version: email-validator on every value."""
-    return normalise_email_with(value, reference_address)
+    return _single(read_email_reference(value))

@@ -22,9 +22,9 @@ from schemas import contract
 from schemas.decoder import decode
 from worker import model
 from worker.addresses import normalise_city, normalise_house_number, normalise_postcode
-from worker.emails import normalise_email, normalise_email_reference
+from worker.emails import Email, read_email, read_email_reference
 from worker.errors import ContractError, DecodeError, NormaliseError
-from worker.phones import Phone, normalise_phone, normalise_phone_reference
+from worker.phones import Phone, Phones, read_phones, read_phones_reference
 from worker.plates import normalise_plate
 from worker.text import Fixes, Result, clean, clean_id, collapse
 from worker.titles import normalise_title
@@ -36,14 +36,15 @@ AMSTERDAM: Final = ZoneInfo("Europe/Amsterdam")
 
 class Rules(NamedTuple):
     """The two expensive field rules, swappable so that the benchmark and the differential tests can run the
-    straightforward library-everywhere version through the very same normaliser."""
+    straightforward library-everywhere version through the very same normaliser. Each reads a field's first
+    value and a second one if the field holds two."""
 
-    phone: Callable[[str | None], Phone]
-    email: Callable[[str | None], Result]
+    phone: Callable[[str | None], Phones]
+    email: Callable[[str | None], Email]
 
 
-FAST: Final = Rules(normalise_phone, normalise_email)
-REFERENCE: Final = Rules(normalise_phone_reference, normalise_email_reference)
+FAST: Final = Rules(read_phones, read_email)
+REFERENCE: Final = Rules(read_phones_reference, read_email_reference)
 
 
 class _Notes:
@@ -207,14 +208,78 @@ def _move(p: Phone, m: Phone, scope: str, notes: _Notes) -> _Scope:
     return _Scope(p.e164, m.e164, m.kind == "mobile")
 
 
-def _scope(phone: Phone, mobile: Phone, scope: str, notes: _Notes) -> _Scope:
+def _scope(phones: Phones, mobiles: Phones, scope: str, notes: _Notes) -> _Scope:
+    phone, mobile = phones[0], mobiles[0]
     notes.add(f"phone_{scope}", phone.fixes)
     notes.add(f"mobile_{scope}", mobile.fixes)
-    return _move(phone, mobile, scope, notes)
+    moved = _move(phone, mobile, scope, notes)
+    if phones[1] is None and mobiles[1] is None:
+        return moved
+    return _seconds(moved, phones[1], mobiles[1], scope, notes)
+
+
+def _seconds(s: _Scope, in_phone: Phone | None, in_mobile: Phone | None, scope: str, notes: _Notes) -> _Scope:
+    """A field's second number goes to the empty slot of its kind in the same scope, after the firsts have moved;
+    a number is never put in another scope (the producer said whose it is) and never overwrites one."""
+    for source, second in ((f"phone_{scope}", in_phone), (f"mobile_{scope}", in_mobile)):
+        if second is not None:
+            s = _second(s, second, source, scope, notes)
+    return s
+
+
+def _second(s: _Scope, second: Phone, source: str, scope: str, notes: _Notes) -> _Scope:
+    if second.kind == "mobile" and s.mobile is None:
+        target, placed = f"mobile_{scope}", _Scope(s.phone, second.e164, True)
+    elif second.kind != "mobile" and s.phone is None:
+        target, placed = f"phone_{scope}", _Scope(second.e164, s.mobile, s.mobile_is_mobile)
+    else:
+        notes.add(source, ((SECOND_NUMBER, "dropped_slot_taken"),))
+        return s
+    _note_second(SECOND_NUMBER, source, target, notes)
+    return placed
+
+
+SECOND_NUMBER: Final = "second_number"
+SECOND_ADDRESS: Final = "second_address"
+
+
+def _note_second(rule: str, source: str, target: str, notes: _Notes) -> None:
+    if target == source:
+        notes.add(source, ((rule, "kept"),))
+        return
+    notes.add(source, ((rule, f"moved_to_{target}"),))
+    notes.add(target, ((rule, f"moved_from_{source}"),))
 
 
 def _first(a: str | None, b: str | None) -> str | None:
     return a if a is not None else b
+
+
+class _Emails(NamedTuple):
+    private: str | None
+    business: str | None
+    # The producer's own (first) addresses: a second address moved into an empty slot is stored but never
+    # preferred over the address the field was meant for.
+    preferred: tuple[str | None, str | None]
+
+
+def _emails(private: Email, business: Email, notes: _Notes) -> _Emails:
+    """A field's second address goes to the other scope's slot when the producer left that one empty (the only
+    place the contract has for it), else it is dropped with a note."""
+    notes.add("email_private", private.fixes)
+    notes.add("email_business", business.fixes)
+    slots = [private.address, business.address]
+    for n, (email, source, target) in enumerate(
+        ((private, "email_private", "email_business"), (business, "email_business", "email_private"))
+    ):
+        if email.second is None:
+            continue
+        if slots[1 - n] is None:
+            slots[1 - n] = email.second
+            _note_second(SECOND_ADDRESS, source, target, notes)
+        else:
+            notes.add(source, ((SECOND_ADDRESS, "dropped_slot_taken"),))
+    return _Emails(slots[0], slots[1], (private.address, business.address))
 
 
 def _person(p: contract.Person, n: int, rules: Rules) -> model.Person:
@@ -229,16 +294,15 @@ def _person(p: contract.Person, n: int, rules: Rules) -> model.Person:
     notes.add("house_number", house_fixes)
     postcode = notes.take("postcode", normalise_postcode(p.postcode))
     city = notes.take("city", normalise_city(p.city))
-    email_private = notes.take("email_private", rules.email(p.email_private))
+    emails = _emails(rules.email(p.email_private), rules.email(p.email_business), notes)
     private = _scope(rules.phone(p.phone_private), rules.phone(p.mobile_private), "private", notes)
-    email_business = notes.take("email_business", rules.email(p.email_business))
     business = _scope(rules.phone(p.phone_business), rules.phone(p.mobile_business), "business", notes)
     mobiles = (
         private.mobile if private.mobile_is_mobile else None,
         business.mobile if business.mobile_is_mobile else None,
     )
     # A company's contact is reached at work first; a private customer privately first.
-    emails = (email_business, email_private) if company_name is not None else (email_private, email_business)
+    preferred_emails = emails.preferred[::-1] if company_name is not None else emails.preferred
     if company_name is not None:
         mobiles = (mobiles[1], mobiles[0])
     return model.Person(
@@ -252,13 +316,13 @@ def _person(p: contract.Person, n: int, rules: Rules) -> model.Person:
         house_number_addition=addition,
         postcode=postcode,
         city=city,
-        email_private=email_private,
+        email_private=emails.private,
         phone_private=private.phone,
         mobile_private=private.mobile,
-        email_business=email_business,
+        email_business=emails.business,
         phone_business=business.phone,
         mobile_business=business.mobile,
-        preferred_email=_first(*emails),
+        preferred_email=_first(*preferred_emails),
         preferred_mobile=_first(*mobiles),
         notes=notes.done(),
     )

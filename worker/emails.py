@@ -7,8 +7,8 @@ else goes to email-validator.
 
 A field that is not one address is read as a person reads it (``read_email``): the address inside ``mailto:``,
 angle brackets with or without a display name, a remark in brackets or a trailing full stop, and of two addresses
-the first, with the second handed back for the caller to place. Dummy addresses (``geen@geen.nl``) are
-placeholders.
+the first, with the second handed back for the caller to place. Dummy addresses (``geen@geen.nl``,
+``onbekend@ziggo.nl``) are placeholders.
 """
 
 from __future__ import annotations
@@ -109,23 +109,23 @@ def fast_address(address: str) -> str | None:
 
 AddressRule = Callable[[str], "str | None"]
 
-# Dummy addresses typed where the screen demands one: both the local part and the domain name say "none". A real
-# address at a real provider (geen@ziggo.nl) is kept: one placeholder word alone is not proof.
-_DUMMY_LOCALS: Final = frozenset(
-    {"geen", "geenmail", "geenemail", "geen.email", "geen-email", "geen_email", "nvt", "n.v.t", "onbekend"}
-    | {"unknown", "none", "noemail", "no-email", "nomail", "no-mail", "x", "xx", "xxx", "xxxx", "leeg", "niet"}
-    | {"dummy", "test", "nee", "no"}
+# Dummy addresses typed where the screen demands one. A local part that says "none" is never one customer's
+# address, at whatever domain (geen@ziggo.nl); a weaker one (x, test) only when the domain name says so too
+# (x@x.nl, test@test.nl). Stored, a dummy would tie unrelated customers together.
+_NONE_LOCALS: Final = frozenset(
+    {"geen", "geenmail", "geenemail", "geen.email", "geen-email", "geen_email", "geen.mail", "nvt", "n.v.t"}
+    | {"onbekend", "unknown", "none", "noemail", "no-email", "no.email", "nomail", "no-mail", "heeftgeen"}
 )
-_DUMMY_DOMAINS: Final = frozenset(
-    {"geen", "geenmail", "geenemail", "onbekend", "unknown", "nvt", "none", "noemail", "nomail", "email"}
-    | {"e-mail", "mail", "x", "xx", "xxx", "leeg", "dummy", "test", "niet"}
-)
+_WEAK_LOCALS: Final = frozenset({"x", "xx", "xxx", "xxxx", "test", "dummy", "leeg", "niet", "nee", "no", "a", "aa"})
+_DUMMY_DOMAINS: Final = _NONE_LOCALS | _WEAK_LOCALS | {"email", "e-mail", "mail"}
 
 
 def is_dummy(address: str) -> bool:
-    """``geen@geen.nl``, ``onbekend@onbekend.nl``, ``x@x.nl``: an address that says there is none."""
+    """``geen@geen.nl``, ``onbekend@ziggo.nl``, ``x@x.nl``: an address that says there is none."""
     local, _, domain = address.partition("@")
-    if local not in _DUMMY_LOCALS:
+    if local in _NONE_LOCALS:
+        return True
+    if local not in _WEAK_LOCALS:
         return False
     labels = domain.split(".")
     return len(labels) >= 2 and labels[-2] in _DUMMY_DOMAINS
@@ -166,10 +166,10 @@ class _Token(NamedTuple):
 
 
 def _token(token: str, address_rule: AddressRule) -> _Token:
-    fixes: Fixes = ()
     core = token.strip("'")
+    fixes: Fixes = (TEXT_REMOVED,) if core != token else ()  # quoted: 'jan@x.nl'
     if core.endswith("."):
-        core, fixes = core.rstrip("."), (TRAILING_DOT_REMOVED,)
+        core, fixes = core.rstrip("."), (*fixes, TRAILING_DOT_REMOVED)
     lowered = core.lower()
     found = address_rule(lowered) if lowered.count("@") == 1 else None
     if found is None or is_dummy(found):
@@ -192,7 +192,8 @@ def _read_text(text: str, fixes: Fixes, address_rule: AddressRule) -> Email:
     notes = (*fixes, MAILTO_REMOVED) if len(rest) != len(text) else fixes
     for raw, _ in found[:2]:
         rest = rest.replace(raw, "", 1)
-    if _SEPARATORS.sub("", rest):
+    # Between two addresses a separator is only a separator; next to one it is text that was dropped.
+    if _SEPARATORS.sub("", rest) if len(found) > 1 else rest.strip():
         notes += (TEXT_REMOVED,)
     first = found[0][1]
     return Email(first.address, notes + first.fixes, found[1][1].address if len(found) > 1 else None)

@@ -234,9 +234,21 @@ def _split(span: str, number: NumberRule) -> list[_Reading]:
     return []
 
 
+# "06-", "06 " is how the Netherlands writes its mobile prefix; Belgium writes its 06x areas "061/..." or "061 ...".
+# A number written so is never read as Belgian, however its digits happen to fall ("06-1234567" is a Dutch
+# mobile number a digit short, not a number in Libramont).
+_DUTCH_MOBILE_NOTATION: Final = re.compile(r"06[ \-./]")
+
+
+def _misread(span: str, e164: str) -> bool:
+    return e164.startswith("+32") and _DUTCH_MOBILE_NOTATION.match(span) is not None
+
+
 def _readings(span: str, number: NumberRule) -> list[_Reading]:
     found = number(span)
-    return [_Reading(span, *found)] if found is not None else _split(span, number)
+    if found is not None and not _misread(span, found[0]):
+        return [_Reading(span, *found)]
+    return _split(span, number)
 
 
 def _numbers(text: str, number: NumberRule) -> list[_Reading]:
@@ -319,6 +331,8 @@ def _plain(text: str) -> Phone | None:
     found = _fast_national(national) if cc is None else _in_region(_BY_COUNTRY_CODE[cc], national)
     if found is None:
         return _REJECTED_PHONE if len(national) < _PAIR_DIGITS else None
+    if _misread(text, found[0]):
+        return None
     return _phone(found[0], found[1], () if found[0] == text else _FORMATTED_ONLY)
 
 

@@ -7,7 +7,7 @@ import re
 import unicodedata
 from typing import Final, NamedTuple
 
-from worker.text import DASHES, Fixes, clean
+from worker.text import DASHES, Fixes, clean, collapse
 
 # Sidecodes 1-14 as letter (L) / digit (D) patterns with the group lengths their dashes separate.
 _SIDECODES: Final = {
@@ -64,6 +64,11 @@ def _dashed(compact: str) -> str | None:
     return f"{compact[0]}-{compact[1:4]}-{compact[4:]}"
 
 
+def _compatible(text: str) -> str:
+    compatible = collapse(unicodedata.normalize("NFKC", text).upper().translate(DASHES))
+    return compatible or text.upper()
+
+
 def normalise_plate(value: str | None) -> Plate:
     """Dutch plates dashed by sidecode, Belgian ones as 1-ABC-123; any other plate kept uppercased (typographic
     dashes as "-"), with a note. The key has no separators."""
@@ -71,7 +76,7 @@ def normalise_plate(value: str | None) -> Plate:
     if text is None:
         return Plate(None, None, fixes)
     # Full-width letters and digits (NFKC) and typographic dashes come from word processors, not from the plate.
-    upper = text.upper() if text.isascii() else unicodedata.normalize("NFKC", text).upper().translate(DASHES)
+    upper = text.upper() if text.isascii() else _compatible(text)
     dashed = _dashed(_SEPARATORS.sub("", upper))
     if dashed is not None:
         plate_fixes = fixes if dashed == text else (*fixes, FORMATTED)

@@ -35,7 +35,18 @@ FUELS: Final = ("petrol", "diesel", "electric", "hybrid", "plugin_hybrid", "lpg"
 # brandstof_omschrijving values (Benzine, Diesel, Elektriciteit, LPG, CNG, LNG, Waterstof, Alcohol) and hybrid
 # classes (OVC-HEV is a plug-in, NOVC-HEV not). "Gas" at a Dutch garage means LPG (autogas), not natural gas.
 _PETROL: Final = ("benzine", "benz", "benzin", "gasoline", "essence", "super", "superbenzine", "euro95", "euro98")
-_PETROL_LABELS: Final = ("e5", "e10", "sp95", "sp98", "loodvrij", "ongelood", "unleaded")
+_PETROL_LABELS: Final = (
+    "e5",
+    "e10",
+    "sp95",
+    "sp98",
+    "super95",
+    "super98",
+    "superplus",
+    "loodvrij",
+    "ongelood",
+    "unleaded",
+)
 _DIESEL: Final = ("dieselolie", "gasolie", "gasoil", "gazole", "b7", "b10", "xtl", "hvo", "hvo100")
 _ELECTRIC: Final = ("elektriciteit", "elektrisch", "elektro", "electric", "electricity", "electrique", "électrique")
 _ELECTRIC_SHORT: Final = ("elec", "ev", "bev", "volledigelektrisch", "fullelectric", "100%elektrisch", "stroom")
@@ -55,36 +66,34 @@ _FUEL_SPELLINGS: Final = {
     **dict.fromkeys(("waterstof", "h2", "wasserstoff", "hydrogene", "hydrogène", "fcev"), "hydrogen"),
     **dict.fromkeys(_OTHER, "other"),
 }
-# Two fuels written together ("Benzine/Elektriciteit", as the RDW lists a hybrid; "Diesel/Elektro", "Benzine +
-# LPG", "Hybride (benzine)"): what the combination means. An unlisted combination is unrecognised.
-_FUEL_COMBINATIONS: Final = {
-    frozenset(fuels.split()): meaning
-    for meaning, combinations in {
-        "hybrid": (
-            "petrol electric",
-            "diesel electric",
-            "hybrid petrol",
-            "hybrid diesel",
-            "hybrid electric",
-            "hybrid petrol electric",
-            "hybrid diesel electric",
-        ),
-        "plugin_hybrid": (
-            "plugin_hybrid petrol",
-            "plugin_hybrid diesel",
-            "plugin_hybrid electric",
-            "plugin_hybrid hybrid",
-            "plugin_hybrid petrol electric",
-            "plugin_hybrid diesel electric",
-        ),
-        "lpg": ("petrol lpg",),
-        "cng": ("petrol cng",),
-        "hydrogen": ("hydrogen electric",),
-    }.items()
-    for fuels in combinations
-}
+
+
+def _combinations() -> dict[frozenset[str], str]:
+    """Fuels written together ("Benzine/Elektriciteit", as the RDW lists a hybrid; "Diesel/Elektro", "Benzine +
+    LPG", "Hybride (benzine)", "Plug-in hybride benzine"): what the combination means. Anything else (petrol and
+    diesel together) is unrecognised."""
+    engines: tuple[frozenset[str], ...] = (frozenset(), frozenset({"petrol"}), frozenset({"diesel"}))
+    table: dict[frozenset[str], str] = {}
+    for engine in engines:
+        for extra in (frozenset(), frozenset({"electric"})):
+            table[engine | extra | {"plugin_hybrid"}] = "plugin_hybrid"
+            table[engine | extra | {"plugin_hybrid", "hybrid"}] = "plugin_hybrid"
+            table[engine | extra | {"hybrid"}] = "hybrid"
+        if engine:
+            table[engine | {"electric"}] = "hybrid"
+    return table | {
+        frozenset({"petrol", "lpg"}): "lpg",
+        frozenset({"petrol", "cng"}): "cng",
+        frozenset({"electric", "hydrogen"}): "hydrogen",
+    }
+
+
+_FUEL_COMBINATIONS: Final = _combinations()
 _FUEL_IGNORED: Final = re.compile(r"[\s\-_.]")
-_FUEL_JOINS: Final = re.compile(r"[/+,&;()]|\b(?:en|and|und|et)\b")
+# "Diesel Euro 6": the emission class says nothing about the fuel (unlike "Euro 95", a petrol).
+_EMISSION_CLASS: Final = re.compile(r"\beuro ?[1-6][a-z]*\b")
+# Where one fuel name ends and the next begins, once the whole spelling is not known as one name.
+_FUEL_JOINS: Final = re.compile(r"[\s/+,&;()]+|\b(?:en|and|und|et)\b")
 
 
 def _fuel(text: str) -> str | None:
@@ -92,7 +101,7 @@ def _fuel(text: str) -> str | None:
     fuel = _FUEL_SPELLINGS.get(_FUEL_IGNORED.sub("", lowered))
     if fuel is not None:
         return fuel
-    parts = {_FUEL_IGNORED.sub("", part) for part in _FUEL_JOINS.split(lowered)} - {""}
+    parts = {_FUEL_IGNORED.sub("", part) for part in _FUEL_JOINS.split(_EMISSION_CLASS.sub("", lowered))} - {""}
     fuels = frozenset(_FUEL_SPELLINGS.get(part, "") for part in parts)
     if "" in fuels or not fuels:
         return None

@@ -233,7 +233,7 @@ def _second(s: _Scope, second: Phone, source: str, scope: str, notes: _Notes) ->
     elif second.kind != "mobile" and s.phone is None:
         target, placed = f"phone_{scope}", _Scope(second.e164, s.mobile, s.mobile_is_mobile)
     else:
-        notes.add(source, ((SECOND_NUMBER, "dropped_slot_taken"),))
+        notes.add(source, _SLOT_TAKEN[SECOND_NUMBER])
         return s
     _note_second(SECOND_NUMBER, source, target, notes)
     return placed
@@ -255,31 +255,28 @@ def _first(a: str | None, b: str | None) -> str | None:
     return a if a is not None else b
 
 
-class _Emails(NamedTuple):
-    private: str | None
-    business: str | None
-    # The producer's own (first) addresses: a second address moved into an empty slot is stored but never
-    # preferred over the address the field was meant for.
-    preferred: tuple[str | None, str | None]
-
-
-def _emails(private: Email, business: Email, notes: _Notes) -> _Emails:
-    """A field's second address goes to the other scope's slot when the producer left that one empty (the only
-    place the contract has for it), else it is dropped with a note."""
+def _emails(private: Email, business: Email, company: bool, notes: _Notes) -> tuple[str | None, str | None]:
+    """``(email_private, email_business)``. A field's second address has one place in the contract: the other
+    scope's slot. It goes there when the producer left that slot empty and it is the scope the person is reached
+    at second (business for a private customer, private for a company's contact), so it never displaces the
+    address the person is mailed at first; otherwise it is dropped, with a note."""
     notes.add("email_private", private.fixes)
     notes.add("email_business", business.fixes)
-    slots = [private.address, business.address]
-    for n, (email, source, target) in enumerate(
-        ((private, "email_private", "email_business"), (business, "email_business", "email_private"))
-    ):
-        if email.second is None:
-            continue
-        if slots[1 - n] is None:
-            slots[1 - n] = email.second
-            _note_second(SECOND_ADDRESS, source, target, notes)
-        else:
-            notes.add(source, ((SECOND_ADDRESS, "dropped_slot_taken"),))
-    return _Emails(slots[0], slots[1], (private.address, business.address))
+    first, second = (business, private) if company else (private, business)
+    if second.address is None and first.second is not None:
+        second = Email(first.second, ())
+        source, target = ("email_business", "email_private") if company else ("email_private", "email_business")
+        _note_second(SECOND_ADDRESS, source, target, notes)
+    elif first.second is not None:
+        notes.add("email_business" if company else "email_private", _SLOT_TAKEN[SECOND_ADDRESS])
+    if second.second is not None:
+        notes.add("email_private" if company else "email_business", _PREFERRED_SCOPE)
+    return (second.address, first.address) if company else (first.address, second.address)
+
+
+_SLOT_TAKEN: Final = {rule: ((rule, "dropped_slot_taken"),) for rule in (SECOND_NUMBER, SECOND_ADDRESS)}
+# The other scope is where the person is reached first: moving an address there would change who is mailed.
+_PREFERRED_SCOPE: Final = ((SECOND_ADDRESS, "dropped_other_scope_preferred"),)
 
 
 def _person(p: contract.Person, n: int, rules: Rules) -> model.Person:
@@ -294,7 +291,9 @@ def _person(p: contract.Person, n: int, rules: Rules) -> model.Person:
     notes.add("house_number", house_fixes)
     postcode = notes.take("postcode", normalise_postcode(p.postcode))
     city = notes.take("city", normalise_city(p.city))
-    emails = _emails(rules.email(p.email_private), rules.email(p.email_business), notes)
+    email_private, email_business = _emails(
+        rules.email(p.email_private), rules.email(p.email_business), company_name is not None, notes
+    )
     private = _scope(rules.phone(p.phone_private), rules.phone(p.mobile_private), "private", notes)
     business = _scope(rules.phone(p.phone_business), rules.phone(p.mobile_business), "business", notes)
     mobiles = (
@@ -302,7 +301,7 @@ def _person(p: contract.Person, n: int, rules: Rules) -> model.Person:
         business.mobile if business.mobile_is_mobile else None,
     )
     # A company's contact is reached at work first; a private customer privately first.
-    preferred_emails = emails.preferred[::-1] if company_name is not None else emails.preferred
+    emails = (email_business, email_private) if company_name is not None else (email_private, email_business)
     if company_name is not None:
         mobiles = (mobiles[1], mobiles[0])
     return model.Person(
@@ -316,13 +315,13 @@ def _person(p: contract.Person, n: int, rules: Rules) -> model.Person:
         house_number_addition=addition,
         postcode=postcode,
         city=city,
-        email_private=emails.private,
+        email_private=email_private,
         phone_private=private.phone,
         mobile_private=private.mobile,
-        email_business=emails.business,
+        email_business=email_business,
         phone_business=business.phone,
         mobile_business=business.mobile,
-        preferred_email=_first(*preferred_emails),
+        preferred_email=_first(*emails),
         preferred_mobile=_first(*mobiles),
         notes=notes.done(),
     )

@@ -119,11 +119,22 @@ def test_second_business_address_goes_to_an_empty_private_slot() -> None:
     assert ("second_address", "moved_to_email_private") in _notes_on(person.notes, "email_business")
 
 
-def test_a_moved_second_address_never_becomes_preferred_over_the_first() -> None:
-    # A company contact is mailed at work first; the work slot now holds the private field's second address,
-    # which the producer never called a work address.
+def test_a_second_address_never_goes_to_the_scope_the_person_is_mailed_at_first() -> None:
+    # A company's contact is mailed at work first: the private field's second address, which the producer never
+    # called a work address, would become the address Claire mails. Dropped, with a note.
     person = _person(company_name="Garage Peeters", email_private="jan@ziggo.nl; marie@gmail.com")
-    assert (person.email_business, person.preferred_email) == ("marie@gmail.com", "jan@ziggo.nl")
+    assert (person.email_private, person.email_business, person.preferred_email) == (
+        "jan@ziggo.nl",
+        None,
+        "jan@ziggo.nl",
+    )
+    assert _notes_on(person.notes, "email_private") == [("second_address", "dropped_other_scope_preferred")]
+    person = _person(email_business="info@peeters.be; jan@gmail.com")  # a private customer: mailed privately first
+    assert (person.email_private, person.email_business, person.preferred_email) == (
+        None,
+        "info@peeters.be",
+    ) * 1 + ("info@peeters.be",)
+    assert _notes_on(person.notes, "email_business") == [("second_address", "dropped_other_scope_preferred")]
 
 
 def test_a_second_number_never_overwrites_a_value_the_producer_sent() -> None:
@@ -258,3 +269,41 @@ def test_combined_fuels_in_any_order_and_notation(
     first, second, fuel = combined
     parts = (second, first) if swap else (first, second)
     assert normalise_fuel(case(join.join(parts))) == (fuel, (("fuel", "mapped"),))
+
+
+# --- differential: the fast rules read a field exactly as the reference rules do ----------------------------------
+
+_PIECES = ("06-12345678", "020-1234567", "+32 475 12 34 56", "03/201.23.45", "0612345678", "06-1234", "0800 1234")
+_PIECES += ("(werk)", "of", "/", " / ", ",", ";", "tel:", "06", "-", "–", "+31 (0)6 12345678", "0031 6 1234 5678")
+_ADDRESS_PIECES = ("jan@ziggo.nl", "Piet@Gmail.com", "anna@bücher.de", "geen@geen.nl", "x@y", "mailto:", "<", ">")
+_ADDRESS_PIECES += ('"Vries, de"', "(privé)", ";", ",", " / ", " of ", ".", "'", "jan@@x.nl", "Jan")
+
+
+def _joined(seed: int, pieces: tuple[str, ...]) -> str:
+    import random
+
+    r = random.Random(seed)
+    return r.choice(("", " ")).join(r.choice(pieces) for _ in range(r.randint(1, 5)))
+
+
+def test_fast_equals_reference_on_generated_multi_value_fields() -> None:
+    phones = [_joined(seed, _PIECES) for seed in range(3000)]
+    emails = [_joined(seed, _ADDRESS_PIECES) for seed in range(3000)]
+    assert [raw for raw in phones if FAST.phone(raw) != REFERENCE.phone(raw)] == []
+    assert [raw for raw in emails if FAST.email(raw) != REFERENCE.email(raw)] == []
+    assert sum(FAST.phone(raw)[1] is not None for raw in phones) > 300  # second numbers are exercised
+    assert sum(FAST.email(raw).second is not None for raw in emails) > 50
+
+
+@given(st.text(alphabet="0123456789 +-–/().,;ofwerk", max_size=40))
+def test_phone_pairs_fast_equals_reference_on_any_string(raw: str) -> None:
+    assert FAST.phone(raw) == REFERENCE.phone(raw)
+
+
+@given(st.text())
+def test_reading_any_string_never_raises_and_notes_no_value(raw: str) -> None:
+    email = FAST.email(raw)
+    phones = FAST.phone(raw)
+    assume(len(raw.strip()) > 3)
+    for rule, action in (*email.fixes, *phones[0].fixes):
+        assert raw.strip() not in f"{rule} {action}"

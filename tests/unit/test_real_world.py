@@ -130,10 +130,8 @@ def test_a_second_address_never_goes_to_the_scope_the_person_is_mailed_at_first(
     )
     assert _notes_on(person.notes, "email_private") == [("second_address", "dropped_other_scope_preferred")]
     person = _person(email_business="info@peeters.be; jan@gmail.com")  # a private customer: mailed privately first
-    assert (person.email_private, person.email_business, person.preferred_email) == (
-        None,
-        "info@peeters.be",
-    ) * 1 + ("info@peeters.be",)
+    expected = (None, "info@peeters.be", "info@peeters.be")
+    assert (person.email_private, person.email_business, person.preferred_email) == expected
     assert _notes_on(person.notes, "email_business") == [("second_address", "dropped_other_scope_preferred")]
 
 

@@ -305,3 +305,13 @@ def test_reading_any_string_never_raises_and_notes_no_value(raw: str) -> None:
     assume(len(raw.strip()) > 3)
     for rule, action in (*email.fixes, *phones[0].fixes):
         assert raw.strip() not in f"{rule} {action}"
+
+
+def test_erasure_finds_a_person_by_either_value_of_a_two_value_field() -> None:
+    from worker.erasure import Target, _person_matches
+
+    person = {"id": "p1", "email_private": "Jan <jan@ziggo.nl>; marie@gmail.com", "mobile_private": "06-1 / 020-1"}
+    person["phone_private"] = "06-12345678 / 020-1234567"
+    for emails, phones in (({"marie@gmail.com"}, set()), (set(), {"+31201234567"}), ({"jan@ziggo.nl"}, set())):
+        assert _person_matches(person, Target(dealer="d1", ids=set(), emails=emails, phones=phones))
+    assert not _person_matches(person, Target(dealer="d1", ids=set(), emails={"piet@x.nl"}, phones={"+31687654321"}))

@@ -31,12 +31,9 @@ TRAILING_DOT_REMOVED: Final = ("email", "trailing_dot_removed")
 SECOND_DROPPED: Final = ("second_address", "dropped")
 
 
-class Email(NamedTuple):
-    """The (first) address of a field and its notes; ``second`` is a second valid address found next to it."""
-
-    address: str | None
-    fixes: Fixes
-    second: str | None = None
+# ``(address, fixes, second)``: a field's (first) address and its notes, and a second valid address found next to
+# it. A plain tuple, not a NamedTuple: building one costs a fifth as much, and this runs for every e-mail field.
+Email = tuple[str | None, Fixes, str | None]
 
 
 _LABEL: Final = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
@@ -117,7 +114,11 @@ _NONE_LOCALS: Final = frozenset(
     | {"onbekend", "unknown", "none", "noemail", "no-email", "no.email", "nomail", "no-mail", "heeftgeen"}
 )
 _WEAK_LOCALS: Final = frozenset({"x", "xx", "xxx", "xxxx", "test", "dummy", "leeg", "niet", "nee", "no", "a", "aa"})
-_DUMMY_DOMAINS: Final = _NONE_LOCALS | _WEAK_LOCALS | {"email", "e-mail", "mail"}
+_DUMMY_LOCALS: Final = _NONE_LOCALS | _WEAK_LOCALS
+_DUMMY_DOMAINS: Final = _DUMMY_LOCALS | {"email", "e-mail", "mail"}
+# The first three characters of every dummy address with a longer local part than one letter: one slice and one
+# set look-up clear nearly every real address.
+_DUMMY_HEADS: Final = frozenset(f"{local}@"[:3] for local in _DUMMY_LOCALS)
 
 
 def is_dummy(address: str) -> bool:
@@ -139,15 +140,16 @@ def _address_fixes(text: str, lowered: str, found: str) -> Fixes:
 def read_email_with(value: str | None, address_rule: AddressRule) -> Email:
     text, fixes = clean(value)
     if text is None:
-        return Email(None, fixes)
+        return None, fixes, None
     lowered = text.lower()
     found = address_rule(lowered)
     if found is None:
         return _read_text(text, fixes, address_rule)
-    if is_dummy(found):
-        return Email(None, (*fixes, PLACEHOLDER))
-    extra = _address_fixes(text, lowered, found)
-    return Email(found, fixes + extra if extra else fixes)
+    if (found[1] == "@" or found[:3] in _DUMMY_HEADS) and is_dummy(found):
+        return None, (*fixes, PLACEHOLDER), None
+    if found != text:
+        fixes += _address_fixes(text, lowered, found)
+    return found, fixes, None
 
 
 # An address as it sits in running text: no spaces and none of the characters people put around or between
@@ -187,7 +189,7 @@ def _read_text(text: str, fixes: Fixes, address_rule: AddressRule) -> Email:
         if token.address is not None and all(token.address != t.address for _, t in found):
             found.append((raw, token))
     if not found:
-        return Email(None, (*fixes, PLACEHOLDER if dummy else REJECTED))
+        return None, (*fixes, PLACEHOLDER if dummy else REJECTED), None
     rest = _MAILTO.sub("", text)
     notes = (*fixes, MAILTO_REMOVED) if len(rest) != len(text) else fixes
     for raw, _ in found[:2]:
@@ -196,7 +198,7 @@ def _read_text(text: str, fixes: Fixes, address_rule: AddressRule) -> Email:
     if _SEPARATORS.sub("", rest) if len(found) > 1 else rest.strip():
         notes += (TEXT_REMOVED,)
     first = found[0][1]
-    return Email(first.address, notes + first.fixes, found[1][1].address if len(found) > 1 else None)
+    return first.address, notes + first.fixes, found[1][1].address if len(found) > 1 else None
 
 
 def read_email(value: str | None) -> Email:
@@ -210,7 +212,8 @@ def read_email_reference(value: str | None) -> Email:
 
 
 def _single(email: Email) -> Result:
-    return email.address, (*email.fixes, SECOND_DROPPED) if email.second is not None else email.fixes
+    address, fixes, second = email
+    return address, (*fixes, SECOND_DROPPED) if second is not None else fixes
 
 
 def normalise_email(value: str | None) -> Result:

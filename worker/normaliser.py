@@ -260,18 +260,19 @@ def _emails(private: Email, business: Email, company: bool, notes: _Notes) -> tu
     scope's slot. It goes there when the producer left that slot empty and it is the scope the person is reached
     at second (business for a private customer, private for a company's contact), so it never displaces the
     address the person is mailed at first; otherwise it is dropped, with a note."""
-    notes.add("email_private", private.fixes)
-    notes.add("email_business", business.fixes)
-    first, second = (business, private) if company else (private, business)
-    if second.address is None and first.second is not None:
-        second = Email(first.second, ())
-        source, target = ("email_business", "email_private") if company else ("email_private", "email_business")
-        _note_second(SECOND_ADDRESS, source, target, notes)
-    elif first.second is not None:
-        notes.add("email_business" if company else "email_private", _SLOT_TAKEN[SECOND_ADDRESS])
-    if second.second is not None:
-        notes.add("email_private" if company else "email_business", _PREFERRED_SCOPE)
-    return (second.address, first.address) if company else (first.address, second.address)
+    notes.add("email_private", private[1])
+    notes.add("email_business", business[1])
+    # "main" is the scope the person is mailed at first, "other" the other one.
+    (main, _, main_extra), (other, _, other_extra) = (business, private) if company else (private, business)
+    main_field, other_field = ("email_business", "email_private") if company else ("email_private", "email_business")
+    if other is None and main_extra is not None:
+        other = main_extra
+        _note_second(SECOND_ADDRESS, main_field, other_field, notes)
+    elif main_extra is not None:
+        notes.add(main_field, _SLOT_TAKEN[SECOND_ADDRESS])
+    if other_extra is not None:
+        notes.add(other_field, _PREFERRED_SCOPE)
+    return (other, main) if company else (main, other)
 
 
 _SLOT_TAKEN: Final = {rule: ((rule, "dropped_slot_taken"),) for rule in (SECOND_NUMBER, SECOND_ADDRESS)}

@@ -247,14 +247,14 @@ def _misread(span: str, e164: str) -> bool:
 def _readings(span: str, number: NumberRule) -> list[_Reading]:
     found = number(span)
     if found is not None and not _misread(span, found[0]):
-        return [_Reading(span, *found)]
+        return [tuple.__new__(_Reading, (span, *found))]  # cheaper than NamedTuple's __new__, as in _phone()
     return _split(span, number)
 
 
-def _numbers(text: str, number: NumberRule) -> list[_Reading]:
+def _numbers(spans: list[str], number: NumberRule) -> list[_Reading]:
     """The distinct valid numbers of a field, in order; three at most (a third is only counted, never kept)."""
     found: list[_Reading] = []
-    for span in candidates(text):
+    for span in spans:
         for reading in _readings(span, number):
             if all(reading.e164 != r.e164 for r in found):
                 found.append(reading)
@@ -273,7 +273,13 @@ def _first_fixes(first: _Reading, text: str) -> Fixes:
 
 
 def _pick(text: str, number: NumberRule) -> Phones:
-    found = _numbers(text, number)
+    spans = candidates(text)
+    if len(spans) == 1:
+        # The common case, one number with text around it ("06-12345678 (werk)"), without the list of readings.
+        one = number(spans[0])
+        if one is not None and not _misread(spans[0], one[0]):
+            return Phone(one[0], one[1], _first_fixes(_Reading(spans[0], *one), text)), None
+    found = _numbers(spans, number)
     if not found:
         # "000000" is how a DMS screen says "no number": a placeholder, not a typo worth a rejection note.
         return Phone(None, None, (PLACEHOLDER,) if _all_zero(text) else (REJECTED,)), None

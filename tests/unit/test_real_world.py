@@ -4,6 +4,7 @@ alike, and hypothesis properties of the rules that read a field as a person does
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import msgspec
@@ -290,7 +291,7 @@ def test_fast_equals_reference_on_generated_multi_value_fields() -> None:
     assert [raw for raw in phones if FAST.phone(raw) != REFERENCE.phone(raw)] == []
     assert [raw for raw in emails if FAST.email(raw) != REFERENCE.email(raw)] == []
     assert sum(FAST.phone(raw)[1] is not None for raw in phones) > 300  # second numbers are exercised
-    assert sum(FAST.email(raw).second is not None for raw in emails) > 50
+    assert sum(FAST.email(raw)[2] is not None for raw in emails) > 50
 
 
 @given(st.text(alphabet="0123456789 +-–/().,;ofwerk", max_size=40))
@@ -302,8 +303,9 @@ def test_phone_pairs_fast_equals_reference_on_any_string(raw: str) -> None:
 def test_reading_any_string_never_raises_and_notes_no_value(raw: str) -> None:
     email = FAST.email(raw)
     phones = FAST.phone(raw)
-    assume(len(raw.strip()) > 3)
-    for rule, action in (*email.fixes, *phones[0].fixes):
+    # The note vocabulary is lowercase words; a value made of those ("null") could only match by coincidence.
+    assume(len(raw.strip()) > 3 and re.fullmatch(r"[a-z_ ]*", raw.strip()) is None)
+    for rule, action in (*email[1], *phones[0].fixes):
         assert raw.strip() not in f"{rule} {action}"
 
 

@@ -279,7 +279,9 @@ def _pick(text: str, number: NumberRule) -> Phones:
         one = number(spans[0])
         if one is not None and not _misread(spans[0], one[0]):
             return Phone(one[0], one[1], _first_fixes(_Reading(spans[0], *one), text)), None
-    found = _numbers(spans, number)
+        found = _split(spans[0], number)
+    else:
+        found = _numbers(spans, number)
     if not found:
         # "000000" is how a DMS screen says "no number": a placeholder, not a typo worth a rejection note.
         return Phone(None, None, (PLACEHOLDER,) if _all_zero(text) else (REJECTED,)), None
@@ -337,7 +339,7 @@ def _plain(text: str) -> Phone | None:
     found = _fast_national(national) if cc is None else _in_region(_BY_COUNTRY_CODE[cc], national)
     if found is None:
         return _REJECTED_PHONE if len(national) < _PAIR_DIGITS else None
-    if _misread(text, found[0]):
+    if found[0].startswith("+32") and _misread(text, found[0]):
         return None
     return _phone(found[0], found[1], () if found[0] == text else _FORMATTED_ONLY)
 

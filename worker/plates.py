@@ -57,10 +57,10 @@ def dutch_plate(compact: str) -> str | None:
     return f"{compact[:a]}-{compact[a : a + b]}-{compact[a + b :]}"
 
 
-def _dashed(compact: str) -> str | None:
-    dutch = dutch_plate(compact)
-    if dutch is not None or _BELGIAN.fullmatch(compact) is None:
-        return dutch
+def belgian_plate(compact: str) -> str | None:
+    """The dashed form of a Belgian plate of the current series, or None."""
+    if _BELGIAN.fullmatch(compact) is None:
+        return None
     return f"{compact[0]}-{compact[1:4]}-{compact[4:]}"
 
 
@@ -77,7 +77,8 @@ def normalise_plate(value: str | None) -> Plate:
         return Plate(None, None, fixes)
     # Full-width letters and digits (NFKC) and typographic dashes come from word processors, not from the plate.
     upper = text.upper() if text.isascii() else _compatible(text)
-    dashed = _dashed(_SEPARATORS.sub("", upper))
+    compact = _SEPARATORS.sub("", upper)
+    dashed = dutch_plate(compact) or belgian_plate(compact)
     if dashed is not None:
         plate_fixes = fixes if dashed == text else (*fixes, FORMATTED)
         return Plate(dashed, dashed.replace("-", ""), plate_fixes)

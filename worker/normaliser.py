@@ -185,11 +185,13 @@ def _move_notes(scope: str) -> dict[str, Fixes]:
 
 
 _MOVE_NOTES: Final = {scope: _move_notes(scope) for scope in ("private", "business")}
+# (phone field, mobile field) per scope, built once: formatting them costs more than the rest of a scope's rules.
+_FIELDS: Final = {scope: (f"phone_{scope}", f"mobile_{scope}") for scope in ("private", "business")}
 
 
 def _move(p: Phone, m: Phone, scope: str, notes: _Notes) -> _Scope:
     """A mobile number in phone_* moves to an empty mobile_*, a landline in mobile_* to an empty phone_*."""
-    phone_field, mobile_field, say = f"phone_{scope}", f"mobile_{scope}", _MOVE_NOTES[scope]
+    (phone_field, mobile_field), say = _FIELDS[scope], _MOVE_NOTES[scope]
     if p.kind == "mobile" and m.kind == "landline":
         # Both are in each other's place: each target is freed by the other move.
         notes.add(phone_field, say["swapped_phone"])
@@ -210,8 +212,10 @@ def _move(p: Phone, m: Phone, scope: str, notes: _Notes) -> _Scope:
 
 def _scope(phones: Phones, mobiles: Phones, scope: str, notes: _Notes) -> _Scope:
     phone, mobile = phones[0], mobiles[0]
-    notes.add(f"phone_{scope}", phone.fixes)
-    notes.add(f"mobile_{scope}", mobile.fixes)
+    if phone.fixes:
+        notes.add(_FIELDS[scope][0], phone.fixes)
+    if mobile.fixes:
+        notes.add(_FIELDS[scope][1], mobile.fixes)
     moved = _move(phone, mobile, scope, notes)
     if phones[1] is None and mobiles[1] is None:
         return moved
@@ -221,7 +225,7 @@ def _scope(phones: Phones, mobiles: Phones, scope: str, notes: _Notes) -> _Scope
 def _seconds(s: _Scope, in_phone: Phone | None, in_mobile: Phone | None, scope: str, notes: _Notes) -> _Scope:
     """A field's second number goes to the empty slot of its kind in the same scope, after the firsts have moved;
     a number is never put in another scope (the producer said whose it is) and never overwrites one."""
-    for source, second in ((f"phone_{scope}", in_phone), (f"mobile_{scope}", in_mobile)):
+    for source, second in zip(_FIELDS[scope], (in_phone, in_mobile), strict=True):
         if second is not None:
             s = _second(s, second, source, scope, notes)
     return s
@@ -260,8 +264,16 @@ def _emails(private: Email, business: Email, company: bool, notes: _Notes) -> tu
     scope's slot. It goes there when the producer left that slot empty and it is the scope the person is reached
     at second (business for a private customer, private for a company's contact), so it never displaces the
     address the person is mailed at first; otherwise it is dropped, with a note."""
-    notes.add("email_private", private[1])
-    notes.add("email_business", business[1])
+    if private[1]:
+        notes.add("email_private", private[1])
+    if business[1]:
+        notes.add("email_business", business[1])
+    if private[2] is None and business[2] is None:
+        return private[0], business[0]
+    return _second_address(private, business, company, notes)
+
+
+def _second_address(private: Email, business: Email, company: bool, notes: _Notes) -> tuple[str | None, str | None]:
     # "main" is the scope the person is mailed at first, "other" the other one.
     (main, _, main_extra), (other, _, other_extra) = (business, private) if company else (private, business)
     main_field, other_field = ("email_business", "email_private") if company else ("email_private", "email_business")

@@ -141,6 +141,7 @@ def _region(code: str) -> _Region:
 
 
 _METADATA: Final = {code: _region(code) for code in REGIONS}
+_DUTCH, _BELGIAN = _METADATA["NL"], _METADATA["BE"]
 _BY_COUNTRY_CODE: Final = {r.country_code: r for r in _METADATA.values()}
 # The international notation with the trunk zero in brackets, "+31 (0)6 ...", common in e-mail signatures.
 _TRUNK_ZERO: Final = re.compile(r"^(\+3[12]) ?\(0\)")
@@ -276,10 +277,17 @@ def _pick(text: str, number: NumberRule) -> Phones:
     spans = candidates(text)
     if len(spans) == 1:
         # The common case, one number with text around it ("06-12345678 (werk)"), without the list of readings.
-        one = number(spans[0])
-        if one is not None and not _misread(spans[0], one[0]):
-            return Phone(one[0], one[1], _first_fixes(_Reading(spans[0], *one), text)), None
-        found = _split(spans[0], number)
+        span = spans[0]
+        one = number(span)
+        if one is not None and not (one[0].startswith("+32") and _misread(span, one[0])):
+            e164, kind = one
+            fixes: tuple[Fix, ...] = ()
+            if span != text:
+                fixes += (TEXT_REMOVED,)
+            if e164 != span:
+                fixes += (FORMATTED,)
+            return _phone(e164, kind, fixes), None
+        found = _split(span, number)
     else:
         found = _numbers(spans, number)
     if not found:
@@ -336,11 +344,16 @@ def _plain(text: str) -> Phone | None:
         return None
     national = _digits_only(m["rest"])
     cc = m["cc"] or m["cc00"]
-    found = _fast_national(national) if cc is None else _in_region(_BY_COUNTRY_CODE[cc], national)
+    if cc is not None:
+        found = _in_region(_BY_COUNTRY_CODE[cc], national)
+    else:  # _fast_national(), unrolled: only its Belgian fallback can be a misreading
+        found = _in_region(_DUTCH, national)
+        if found is None:
+            found = _in_region(_BELGIAN, national)
+            if found is not None and _misread(text, found[0]):
+                return None
     if found is None:
         return _REJECTED_PHONE if len(national) < _PAIR_DIGITS else None
-    if found[0].startswith("+32") and _misread(text, found[0]):
-        return None
     return _phone(found[0], found[1], () if found[0] == text else _FORMATTED_ONLY)
 
 

@@ -49,7 +49,8 @@ REFERENCE: Final = Rules(read_phones_reference, read_email_reference)
 
 class _Notes:
     """Collects the notes of one person, vehicle or appointment while its fields are normalised. The fields are
-    normalised in the struct's field order, so the notes come out in that order without sorting."""
+    normalised in the struct's field order (a person's two e-mail fields together, then each scope's phones), so
+    the notes come out in a fixed order without sorting."""
 
     __slots__ = ("notes",)
 

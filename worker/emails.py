@@ -204,7 +204,8 @@ def _read_text(text: str, fixes: Fixes, address_rule: AddressRule) -> Email:
     if _SEPARATORS.sub("", rest) if len(found) > 1 else rest.strip():
         notes += (TEXT_REMOVED,)
     first = found[0][1]
-    return first.address, notes + first.fixes, found[1][1].address if len(found) > 1 else None
+    notes += tuple(fix for fix in first.fixes if fix not in notes)
+    return first.address, notes, found[1][1].address if len(found) > 1 else None
 
 
 def read_email(value: str | None) -> Email:

@@ -476,6 +476,9 @@ MESSY = st.one_of(
     st.text(alphabet="0123456789 -+()abAB'.sS", max_size=20),
     st.sampled_from(sorted(PLACEHOLDERS)),
     st.sampled_from(["AMSTERDAM", "'S-HERTOGENBOSCH", "1234ab", "06-12345678 (werk)", "70rpjj", "de heer", "12 bis"]),
+    st.sampled_from(
+        ["06-12345678 / 020-1234567", "Jan <jan@x.nl>; piet@y.nl", "70–rp–jj", "Diesel/Elektro", "1abc123"]
+    ),
 )
 # Notes a second pass may repeat: they describe a value kept as it is, not a change.
 KEPT = {"invalid_kept", "unrecognised_kept", "not_dutch_kept", "unrecognised"}

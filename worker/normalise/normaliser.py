@@ -20,8 +20,8 @@ from schemas import contract
 from worker.errors import NormaliseError
 from worker.normalise import dates, model
 from worker.normalise.addresses import normalise_city, normalise_house_number, normalise_postcode
-from worker.normalise.emails import normalise_email, normalise_email_reference
-from worker.normalise.phones import Phone, normalise_phone, normalise_phone_reference
+from worker.normalise.emails import Email, read_email, read_email_reference
+from worker.normalise.phones import Phone, Phones, read_phones, read_phones_reference
 from worker.normalise.plates import normalise_plate
 from worker.normalise.text import Fixes, Result, clean, clean_id, collapse
 from worker.normalise.titles import normalise_title
@@ -33,19 +33,21 @@ AMSTERDAM: Final = ZoneInfo("Europe/Amsterdam")
 
 class Rules(NamedTuple):
     """The two expensive field rules, swappable so that the benchmark and the differential tests can run the
-    straightforward library-everywhere version through the very same normaliser."""
+    straightforward library-everywhere version through the very same normaliser. Each reads a field's first
+    value and a second one if the field holds two."""
 
-    phone: Callable[[str | None], Phone]
-    email: Callable[[str | None], Result]
+    phone: Callable[[str | None], Phones]
+    email: Callable[[str | None], Email]
 
 
-FAST: Final = Rules(normalise_phone, normalise_email)
-REFERENCE: Final = Rules(normalise_phone_reference, normalise_email_reference)
+FAST: Final = Rules(read_phones, read_email)
+REFERENCE: Final = Rules(read_phones_reference, read_email_reference)
 
 
 class _Notes:
     """Collects the notes of one person, vehicle or appointment while its fields are normalised. The fields are
-    normalised in the struct's field order, so the notes come out in that order without sorting."""
+    normalised in the struct's field order (a person's two e-mail fields together, then each scope's phones), so
+    the notes come out in a fixed order without sorting."""
 
     __slots__ = ("notes",)
 
@@ -191,6 +193,11 @@ class _Scope(NamedTuple):
     mobile_is_mobile: bool
 
 
+# NamedTuple's generated __new__ is Python code; building the tuple directly halves the cost, and _move() builds
+# one per scope of every person.
+_NEW: Final = tuple.__new__
+
+
 def _move_notes(scope: str) -> dict[str, Fixes]:
     phone, mobile = f"phone_{scope}", f"mobile_{scope}"
     return {
@@ -204,37 +211,111 @@ def _move_notes(scope: str) -> dict[str, Fixes]:
 
 
 _MOVE_NOTES: Final = {scope: _move_notes(scope) for scope in ("private", "business")}
+# (phone field, mobile field) per scope, built once: formatting them costs more than the rest of a scope's rules.
+_FIELDS: Final = {scope: (f"phone_{scope}", f"mobile_{scope}") for scope in ("private", "business")}
 
 
 def _move(p: Phone, m: Phone, scope: str, notes: _Notes) -> _Scope:
     """A mobile number in phone_* moves to an empty mobile_*, a landline in mobile_* to an empty phone_*."""
-    phone_field, mobile_field, say = f"phone_{scope}", f"mobile_{scope}", _MOVE_NOTES[scope]
+    (phone_field, mobile_field), say = _FIELDS[scope], _MOVE_NOTES[scope]
     if p.kind == "mobile" and m.kind == "landline":
         # Both are in each other's place: each target is freed by the other move.
         notes.add(phone_field, say["swapped_phone"])
         notes.add(mobile_field, say["swapped_mobile"])
-        return _Scope(m.e164, p.e164, True)
+        return _NEW(_Scope, (m.e164, p.e164, True))
     if p.kind == "mobile":
         if m.e164 is None:
             notes.add(phone_field, say["to_mobile"])
-            return _Scope(None, p.e164, True)
+            return _NEW(_Scope, (None, p.e164, True))
         notes.add(phone_field, say["mobile_kept"])
     elif m.kind == "landline":
         if p.e164 is None:
             notes.add(mobile_field, say["to_phone"])
-            return _Scope(m.e164, None, False)
+            return _NEW(_Scope, (m.e164, None, False))
         notes.add(mobile_field, say["landline_kept"])
-    return _Scope(p.e164, m.e164, m.kind == "mobile")
+    return _NEW(_Scope, (p.e164, m.e164, m.kind == "mobile"))
 
 
-def _scope(phone: Phone, mobile: Phone, scope: str, notes: _Notes) -> _Scope:
-    notes.add(f"phone_{scope}", phone.fixes)
-    notes.add(f"mobile_{scope}", mobile.fixes)
-    return _move(phone, mobile, scope, notes)
+def _scope(phones: Phones, mobiles: Phones, scope: str, notes: _Notes) -> _Scope:
+    phone, mobile = phones[0], mobiles[0]
+    if phone.fixes:
+        notes.add(_FIELDS[scope][0], phone.fixes)
+    if mobile.fixes:
+        notes.add(_FIELDS[scope][1], mobile.fixes)
+    moved = _move(phone, mobile, scope, notes)
+    if phones[1] is None and mobiles[1] is None:
+        return moved
+    return _seconds(moved, phones[1], mobiles[1], scope, notes)
+
+
+def _seconds(s: _Scope, in_phone: Phone | None, in_mobile: Phone | None, scope: str, notes: _Notes) -> _Scope:
+    """A field's second number goes to the empty slot of its kind in the same scope, after the firsts have moved;
+    a number is never put in another scope (the producer said whose it is) and never overwrites one."""
+    for source, second in zip(_FIELDS[scope], (in_phone, in_mobile), strict=True):
+        if second is not None:
+            s = _second(s, second, source, scope, notes)
+    return s
+
+
+def _second(s: _Scope, second: Phone, source: str, scope: str, notes: _Notes) -> _Scope:
+    if second.kind == "mobile" and s.mobile is None:
+        target, placed = f"mobile_{scope}", _Scope(s.phone, second.e164, True)
+    elif second.kind != "mobile" and s.phone is None:
+        target, placed = f"phone_{scope}", _Scope(second.e164, s.mobile, s.mobile_is_mobile)
+    else:
+        notes.add(source, _SLOT_TAKEN[SECOND_NUMBER])
+        return s
+    _note_second(SECOND_NUMBER, source, target, notes)
+    return placed
+
+
+SECOND_NUMBER: Final = "second_number"
+SECOND_ADDRESS: Final = "second_address"
+
+
+def _note_second(rule: str, source: str, target: str, notes: _Notes) -> None:
+    if target == source:
+        notes.add(source, ((rule, "kept"),))
+        return
+    notes.add(source, ((rule, f"moved_to_{target}"),))
+    notes.add(target, ((rule, f"moved_from_{source}"),))
 
 
 def _first(a: str | None, b: str | None) -> str | None:
     return a if a is not None else b
+
+
+def _emails(private: Email, business: Email, company: bool, notes: _Notes) -> tuple[str | None, str | None]:
+    """``(email_private, email_business)``. A field's second address has one place in the contract: the other
+    scope's slot. It goes there when the producer left that slot empty and it is the scope the person is reached
+    at second (business for a private customer, private for a company's contact), so it never displaces the
+    address the person is mailed at first; otherwise it is dropped, with a note."""
+    if private[1]:
+        notes.add("email_private", private[1])
+    if business[1]:
+        notes.add("email_business", business[1])
+    if private[2] is None and business[2] is None:
+        return private[0], business[0]
+    return _second_address(private, business, company, notes)
+
+
+def _second_address(private: Email, business: Email, company: bool, notes: _Notes) -> tuple[str | None, str | None]:
+    # "main" is the scope the person is mailed at first, "other" the other one.
+    (main, _, main_extra), (other, _, other_extra) = (business, private) if company else (private, business)
+    main_field, other_field = ("email_business", "email_private") if company else ("email_private", "email_business")
+    if other is None and main_extra is not None:
+        other = main_extra
+        _note_second(SECOND_ADDRESS, main_field, other_field, notes)
+    elif main_extra is not None:
+        notes.add(main_field, _SLOT_TAKEN[SECOND_ADDRESS])
+    if other_extra is not None:
+        notes.add(other_field, _PREFERRED_SCOPE)
+    return (other, main) if company else (main, other)
+
+
+_SLOT_TAKEN: Final = {rule: ((rule, "dropped_slot_taken"),) for rule in (SECOND_NUMBER, SECOND_ADDRESS)}
+# The other scope is where the person is reached first: moving an address there would change who is mailed.
+_PREFERRED_SCOPE: Final = ((SECOND_ADDRESS, "dropped_other_scope_preferred"),)
 
 
 def _person(p: contract.Person, n: int, rules: Rules) -> model.Person:
@@ -249,9 +330,10 @@ def _person(p: contract.Person, n: int, rules: Rules) -> model.Person:
     notes.add("house_number", house_fixes)
     postcode = notes.take("postcode", normalise_postcode(p.postcode))
     city = notes.take("city", normalise_city(p.city))
-    email_private = notes.take("email_private", rules.email(p.email_private))
+    email_private, email_business = _emails(
+        rules.email(p.email_private), rules.email(p.email_business), company_name is not None, notes
+    )
     private = _scope(rules.phone(p.phone_private), rules.phone(p.mobile_private), "private", notes)
-    email_business = notes.take("email_business", rules.email(p.email_business))
     business = _scope(rules.phone(p.phone_business), rules.phone(p.mobile_business), "business", notes)
     mobiles = (
         private.mobile if private.mobile_is_mobile else None,

@@ -16,7 +16,7 @@ from typing import Final, Literal, NamedTuple
 import phonenumbers
 from phonenumbers import PhoneMetadata, PhoneNumberType
 
-from worker.normalise.text import PLACEHOLDER, Fix, Fixes, clean
+from worker.normalise.text import DASHES, PLACEHOLDER, Fix, Fixes, clean
 
 Kind = Literal["mobile", "landline", "other"]
 REGIONS: Final = ("NL", "BE")
@@ -141,6 +141,7 @@ def _region(code: str) -> _Region:
 
 
 _METADATA: Final = {code: _region(code) for code in REGIONS}
+_DUTCH, _BELGIAN = _METADATA["NL"], _METADATA["BE"]
 _BY_COUNTRY_CODE: Final = {r.country_code: r for r in _METADATA.values()}
 # The international notation with the trunk zero in brackets, "+31 (0)6 ...", common in e-mail signatures.
 _TRUNK_ZERO: Final = re.compile(r"^(\+3[12]) ?\(0\)")
@@ -203,28 +204,118 @@ def _all_zero(text: str) -> bool:
     return bool(digits) and digits.count("0") == len(digits)
 
 
-def _pick(text: str, number: NumberRule) -> Phone:
-    for span in candidates(text):
-        found = number(span)
-        if found is not None:
-            e164, kind = found
+class _Reading(NamedTuple):
+    span: str  # the text the number was read from
+    e164: str
+    kind: Kind
+
+
+_SPLIT: Final = re.compile(r"[ \-./()]+")
+_PREFIXED: Final = ("0", "+")
+# A run of digits longer than three numbers is not a list of numbers someone typed; the cap bounds the search.
+_MAX_SPLIT_DIGITS: Final = 40
+
+
+def _split(span: str, number: NumberRule) -> list[_Reading]:
+    """Numbers typed in one run ("06-12345678 / 020-1234567"): the first cut at a separator where the left side is
+    a whole number and the rest reads as numbers, each written with its trunk or international prefix. Nothing
+    when there is no such cut."""
+    if not 2 * _MIN_DIGITS <= _digit_count(span) <= _MAX_SPLIT_DIGITS:
+        return []
+    for m in _SPLIT.finditer(span):
+        left, right = span[: m.start()], span[m.end() :]
+        if right[:1] not in _PREFIXED or _digit_count(left) < _MIN_DIGITS:
+            continue
+        if _digit_count(right) < _MIN_DIGITS:
+            break
+        first = number(left) if left[:1] in _PREFIXED else None
+        rest = _readings(right, number) if first is not None else []
+        if first is not None and rest:
+            return [_Reading(left, *first), *rest]
+    return []
+
+
+# "06-", "06 " is how the Netherlands writes its mobile prefix; Belgium writes its 06x areas "061/..." or "061 ...".
+# A number written so is never read as Belgian, however its digits happen to fall ("06-1234567" is a Dutch
+# mobile number a digit short, not a number in Libramont).
+_DUTCH_MOBILE_NOTATION: Final = re.compile(r"06[ \-./]")
+
+
+def _misread(span: str, e164: str) -> bool:
+    return e164.startswith("+32") and _DUTCH_MOBILE_NOTATION.match(span) is not None
+
+
+def _readings(span: str, number: NumberRule) -> list[_Reading]:
+    found = number(span)
+    if found is not None and not _misread(span, found[0]):
+        return [tuple.__new__(_Reading, (span, *found))]  # cheaper than NamedTuple's __new__, as in _phone()
+    return _split(span, number)
+
+
+def _numbers(spans: list[str], number: NumberRule) -> list[_Reading]:
+    """The distinct valid numbers of a field, in order; three at most (a third is only counted, never kept)."""
+    found: list[_Reading] = []
+    for span in spans:
+        for reading in _readings(span, number):
+            if all(reading.e164 != r.e164 for r in found):
+                found.append(reading)
+        if len(found) > 2:
+            break
+    return found
+
+
+def _first_fixes(first: _Reading, text: str) -> Fixes:
+    fixes: tuple[Fix, ...] = ()
+    if first.span != text:
+        fixes += (TEXT_REMOVED,)
+    if first.e164 != first.span:
+        fixes += (FORMATTED,)
+    return fixes
+
+
+def _pick(text: str, number: NumberRule) -> Phones:
+    spans = candidates(text)
+    if len(spans) == 1:
+        # The common case, one number with text around it ("06-12345678 (werk)"), without the list of readings.
+        span = spans[0]
+        one = number(span)
+        if one is not None and not (one[0].startswith("+32") and _misread(span, one[0])):
+            e164, kind = one
             fixes: tuple[Fix, ...] = ()
             if span != text:
                 fixes += (TEXT_REMOVED,)
             if e164 != span:
                 fixes += (FORMATTED,)
-            return Phone(e164, kind, fixes)
-    # "000000" is how a DMS screen says "no number": a placeholder, not a typo worth a rejection note.
-    return Phone(None, None, (PLACEHOLDER,) if _all_zero(text) else (REJECTED,))
+            return _phone(e164, kind, fixes), None
+        found = _split(span, number)
+    else:
+        found = _numbers(spans, number)
+    if not found:
+        # "000000" is how a DMS screen says "no number": a placeholder, not a typo worth a rejection note.
+        return Phone(None, None, (PLACEHOLDER,) if _all_zero(text) else (REJECTED,)), None
+    first = found[0]
+    second = Phone(found[1].e164, found[1].kind, ()) if len(found) > 1 else None
+    return Phone(first.e164, first.kind, _first_fixes(first, text)), second
+
+
+Phones = tuple[Phone, "Phone | None"]
+
+
+def read_phones_with(value: str | None, number: NumberRule) -> Phones:
+    """Clean one phone field and read the first valid number in it with ``number``, and a second one if the field
+    holds two."""
+    text, fixes = clean(value)
+    if text is None:
+        return Phone(None, None, fixes), None
+    if not text.isascii():
+        text = text.translate(DASHES)
+    phone, second = _pick(text, number)
+    return (Phone(phone.e164, phone.kind, fixes + phone.fixes) if fixes else phone), second
 
 
 def normalise_phone_with(value: str | None, number: NumberRule) -> Phone:
-    """Clean one phone field and read the first valid number in it with ``number``."""
-    text, fixes = clean(value)
-    if text is None:
-        return Phone(None, None, fixes)
-    phone = _pick(text, number)
-    return Phone(phone.e164, phone.kind, fixes + phone.fixes) if fixes else phone
+    """The first valid number of a field (a field of two numbers notes the text removed)."""
+    return read_phones_with(value, number)[0]
 
 
 # A field that is nothing but one Dutch or Belgian number in a usual notation. Exactly the shapes fast_number()
@@ -242,15 +333,27 @@ def _phone(e164: str, kind: Kind, fixes: Fixes) -> Phone:
     return tuple.__new__(Phone, (e164, kind, fixes))
 
 
+# Two numbers need two national numbers of at least the shortest length, and the second its trunk zero: fewer
+# digits than that cannot hold two, so an invalid plain number with fewer is rejected without looking further.
+_PAIR_DIGITS: Final = 2 * min(n for r in _METADATA.values() for n in r.by_length) + 1
+
+
 def _plain(text: str) -> Phone | None:
     m = _PLAIN.fullmatch(text)
     if m is None:
         return None
     national = _digits_only(m["rest"])
     cc = m["cc"] or m["cc00"]
-    found = _fast_national(national) if cc is None else _in_region(_BY_COUNTRY_CODE[cc], national)
+    if cc is not None:
+        found = _in_region(_BY_COUNTRY_CODE[cc], national)
+    else:  # _fast_national(), unrolled: only its Belgian fallback can be a misreading
+        found = _in_region(_DUTCH, national)
+        if found is None:
+            found = _in_region(_BELGIAN, national)
+            if found is not None and _misread(text, found[0]):
+                return None
     if found is None:
-        return _REJECTED_PHONE
+        return _REJECTED_PHONE if len(national) < _PAIR_DIGITS else None
     return _phone(found[0], found[1], () if found[0] == text else _FORMATTED_ONLY)
 
 
@@ -259,16 +362,26 @@ def _in_region(region: _Region, national: str) -> tuple[str, Kind] | None:
     return (f"+{region.country_code}{national}", kind) if kind else None
 
 
-def normalise_phone(value: str | None) -> Phone:
-    """The fast path: E.164 and the kind of number, or None with a note."""
+def read_phones(value: str | None) -> Phones:
+    """The fast path: the first number of a field (E.164 and its kind, or None with a note) and a second one."""
     if value is not None and value.isascii():
         text = " ".join(value.split())
         plain = _plain(text) if text == value else None
         if plain is not None:
-            return plain
-    return normalise_phone_with(value, fast_or_reference_number)
+            return plain, None
+    return read_phones_with(value, fast_or_reference_number)
+
+
+def read_phones_reference(value: str | None) -> Phones:
+    """The straightforward version: phonenumbers on every candidate (the benchmark's and the tests' yardstick)."""
+    return read_phones_with(value, reference_number)
+
+
+def normalise_phone(value: str | None) -> Phone:
+    """The fast path: E.164 and the kind of number, or None with a note."""
+    return read_phones(value)[0]
 
 
 def normalise_phone_reference(value: str | None) -> Phone:
-    """The straightforward version: phonenumbers on every candidate (the benchmark's and the tests' yardstick)."""
-    return normalise_phone_with(value, reference_number)
+    """The straightforward version: phonenumbers on every candidate."""
+    return read_phones_reference(value)[0]

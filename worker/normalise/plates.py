@@ -1,11 +1,13 @@
-"""Dutch licence plates (kentekens): dashes placed by the sidecode of the letter/digit pattern."""
+"""Licence plates (kentekens): Dutch dashes placed by the sidecode of the letter/digit pattern, Belgian plates
+of the current series (1-ABC-123) dashed too; typographic dashes read as the dash a person meant."""
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Final, NamedTuple
 
-from worker.normalise.text import Fixes, clean
+from worker.normalise.text import DASHES, Fixes, clean, collapse
 
 # Sidecodes 1-14 as letter (L) / digit (D) patterns with the group lengths their dashes separate.
 _SIDECODES: Final = {
@@ -26,6 +28,9 @@ _SIDECODES: Final = {
 }
 _SEPARATORS: Final = re.compile(r"[\s\-.]")
 _ASCII_ALNUM: Final = re.compile(r"[A-Z0-9]{6}")
+# Belgium since 2010: a digit, three letters, three digits; no Dutch sidecode has seven characters.
+_BELGIAN: Final = re.compile(r"[1-9][A-Z]{3}[0-9]{3}")
+FORMATTED: Final = ("license_plate", "formatted")
 
 
 class Plate(NamedTuple):
@@ -52,15 +57,30 @@ def dutch_plate(compact: str) -> str | None:
     return f"{compact[:a]}-{compact[a : a + b]}-{compact[a + b :]}"
 
 
+def belgian_plate(compact: str) -> str | None:
+    """The dashed form of a Belgian plate of the current series, or None."""
+    if _BELGIAN.fullmatch(compact) is None:
+        return None
+    return f"{compact[0]}-{compact[1:4]}-{compact[4:]}"
+
+
+def _compatible(text: str) -> str:
+    compatible = collapse(unicodedata.normalize("NFKC", text).upper().translate(DASHES))
+    return compatible or text.upper()
+
+
 def normalise_plate(value: str | None) -> Plate:
-    """Dutch plates dashed by sidecode; any other plate kept uppercased, with a note. The key has no separators."""
+    """Dutch plates dashed by sidecode, Belgian ones as 1-ABC-123; any other plate kept uppercased (typographic
+    dashes as "-"), with a note. The key has no separators."""
     text, fixes = clean(value)
     if text is None:
         return Plate(None, None, fixes)
-    upper = text.upper()
-    dutch = dutch_plate(_SEPARATORS.sub("", upper))
-    if dutch is not None:
-        plate_fixes = fixes if dutch == text else (*fixes, ("license_plate", "formatted"))
-        return Plate(dutch, dutch.replace("-", ""), plate_fixes)
+    # Full-width letters and digits (NFKC) and typographic dashes come from word processors, not from the plate.
+    upper = text.upper() if text.isascii() else _compatible(text)
+    compact = _SEPARATORS.sub("", upper)
+    dashed = dutch_plate(compact) or belgian_plate(compact)
+    if dashed is not None:
+        plate_fixes = fixes if dashed == text else (*fixes, FORMATTED)
+        return Plate(dashed, dashed.replace("-", ""), plate_fixes)
     key = "".join(c for c in upper if c.isalnum()) or None
     return Plate(upper, key, (*fixes, ("license_plate", "not_dutch_kept")))

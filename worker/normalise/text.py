@@ -45,6 +45,11 @@ PLACEHOLDERS: Final = frozenset(
 )
 
 
+# Hyphen, non-breaking hyphen, figure dash, en dash, em dash, horizontal bar, minus sign, small and full-width
+# hyphen-minus: what word processors and phone keyboards put where a person typed "-".
+DASHES: Final = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d", "-"))
+
+
 def collapse(value: str) -> str:
     """Trim and collapse every run of (Unicode) whitespace into one space."""
     return " ".join(value.split())

@@ -30,52 +30,82 @@ def normalise_vin(value: str | None) -> tuple[str | None, bool, tuple[tuple[str,
 
 FUELS: Final = ("petrol", "diesel", "electric", "hybrid", "plugin_hybrid", "lpg", "cng", "lng", "hydrogen", "other")
 
-# Keyed by the lowercase spelling without spaces, dashes, underscores and dots. Dutch, English and RDW
-# (brandstof_omschrijving) spellings; RDW writes a hybrid as its two fuels.
+# Keyed by the lowercase spelling without spaces, dashes, underscores and dots. Dutch, Flemish, French, German and
+# English spellings, trade shorthand, the EU pump labels (E5/E10 petrol, B7/XTL diesel, H2) and the RDW's
+# brandstof_omschrijving values (Benzine, Diesel, Elektriciteit, LPG, CNG, LNG, Waterstof, Alcohol) and hybrid
+# classes (OVC-HEV is a plug-in, NOVC-HEV not). "Gas" at a Dutch garage means LPG (autogas), not natural gas.
+_PETROL: Final = ("benzine", "benz", "benzin", "gasoline", "essence", "super", "superbenzine", "euro95", "euro98")
+_PETROL_LABELS: Final = (
+    "e5",
+    "e10",
+    "sp95",
+    "sp98",
+    "super95",
+    "super98",
+    "superplus",
+    "loodvrij",
+    "ongelood",
+    "unleaded",
+)
+_DIESEL: Final = ("dieselolie", "gasolie", "gasoil", "gazole", "b7", "b10", "xtl", "hvo", "hvo100")
+_ELECTRIC: Final = ("elektriciteit", "elektrisch", "elektro", "electric", "electricity", "electrique", "électrique")
+_ELECTRIC_SHORT: Final = ("elec", "ev", "bev", "volledigelektrisch", "fullelectric", "100%elektrisch", "stroom")
+_HYBRID: Final = ("hybride", "hev", "fhev", "fullhybrid", "mildhybrid", "mildhybride", "mhev", "novchev")
+_PLUGIN: Final = ("pluginhybride", "pluginhybrid", "plugin", "phev", "ovchev", "oplaadbarehybride")
+_OTHER: Final = ("alcohol", "ethanol", "bioethanol", "e85", "flexfuel", "overig", "overige", "anders")
 _FUEL_SPELLINGS: Final = {
     **{f.replace("_", ""): f for f in FUELS},
-    "benzine": "petrol",
-    "gasoline": "petrol",
-    "euro95": "petrol",
-    "euro98": "petrol",
-    "e10": "petrol",
-    "superbenzine": "petrol",
-    "dieselolie": "diesel",
-    "elektriciteit": "electric",
-    "elektrisch": "electric",
-    "electricity": "electric",
-    "ev": "electric",
-    "bev": "electric",
-    "volledigelektrisch": "electric",
-    "hybride": "hybrid",
-    "hev": "hybrid",
-    "fullhybrid": "hybrid",
-    "mildhybrid": "hybrid",
-    "mhev": "hybrid",
-    "benzine/elektriciteit": "hybrid",
-    "diesel/elektriciteit": "hybrid",
-    "benzine/elektrisch": "hybrid",
-    "pluginhybride": "plugin_hybrid",
-    "phev": "plugin_hybrid",
-    "autogas": "lpg",
-    "lpgg3": "lpg",
-    "benzine/lpg": "lpg",
-    "aardgas": "cng",
-    "groengas": "cng",
-    "naturalgas": "cng",
-    "benzine/cng": "cng",
-    "vloeibaaraardgas": "lng",
-    "waterstof": "hydrogen",
-    "h2": "hydrogen",
-    "fcev": "hydrogen",
-    "alcohol": "other",
-    "ethanol": "other",
-    "e85": "other",
-    "overig": "other",
-    "overige": "other",
-    "anders": "other",
+    **dict.fromkeys(_PETROL + _PETROL_LABELS, "petrol"),
+    **dict.fromkeys(_DIESEL, "diesel"),
+    **dict.fromkeys(_ELECTRIC + _ELECTRIC_SHORT, "electric"),
+    **dict.fromkeys(_HYBRID, "hybrid"),
+    **dict.fromkeys(_PLUGIN, "plugin_hybrid"),
+    **dict.fromkeys(("gas", "autogas", "lpgg3", "g3", "gpl"), "lpg"),
+    **dict.fromkeys(("aardgas", "erdgas", "groengas", "biogas", "naturalgas", "gnc", "gnv", "cbg"), "cng"),
+    **dict.fromkeys(("vloeibaaraardgas", "lbg"), "lng"),
+    **dict.fromkeys(("waterstof", "h2", "wasserstoff", "hydrogene", "hydrogène", "fcev"), "hydrogen"),
+    **dict.fromkeys(_OTHER, "other"),
 }
+
+
+def _combinations() -> dict[frozenset[str], str]:
+    """Fuels written together ("Benzine/Elektriciteit", as the RDW lists a hybrid; "Diesel/Elektro", "Benzine +
+    LPG", "Hybride (benzine)", "Plug-in hybride benzine"): what the combination means. Anything else (petrol and
+    diesel together) is unrecognised."""
+    engines: tuple[frozenset[str], ...] = (frozenset(), frozenset({"petrol"}), frozenset({"diesel"}))
+    table: dict[frozenset[str], str] = {}
+    for engine in engines:
+        for extra in (frozenset(), frozenset({"electric"})):
+            table[engine | extra | {"plugin_hybrid"}] = "plugin_hybrid"
+            table[engine | extra | {"plugin_hybrid", "hybrid"}] = "plugin_hybrid"
+            table[engine | extra | {"hybrid"}] = "hybrid"
+        if engine:
+            table[engine | {"electric"}] = "hybrid"
+    return table | {
+        frozenset({"petrol", "lpg"}): "lpg",
+        frozenset({"petrol", "cng"}): "cng",
+        frozenset({"electric", "hydrogen"}): "hydrogen",
+    }
+
+
+_FUEL_COMBINATIONS: Final = _combinations()
 _FUEL_IGNORED: Final = re.compile(r"[\s\-_.]")
+# "Diesel Euro 6": the emission class says nothing about the fuel (unlike "Euro 95", a petrol).
+_EMISSION_CLASS: Final = re.compile(r"\beuro ?[1-6][a-z]*\b")
+# Where one fuel name ends and the next begins, once the whole spelling is not known as one name.
+_FUEL_JOINS: Final = re.compile(r"[\s/+,&;()]+|\b(?:en|and|und|et)\b")
+
+
+def _fuel(text: str) -> str | None:
+    lowered = text.lower()
+    fuel = _FUEL_SPELLINGS.get(_FUEL_IGNORED.sub("", lowered))
+    if fuel is not None:
+        return fuel
+    parts = {_FUEL_IGNORED.sub("", part) for part in _FUEL_JOINS.split(_EMISSION_CLASS.sub("", lowered))} - {""}
+    fuels = frozenset(_FUEL_SPELLINGS.get(part, "") for part in parts)
+    if "" in fuels or not fuels:
+        return None
+    return next(iter(fuels)) if len(fuels) == 1 else _FUEL_COMBINATIONS.get(fuels)
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
@@ -84,8 +114,7 @@ def normalise_fuel(value: str | None) -> Result:
     text, fixes = clean(value)
     if text is None:
         return None, fixes
-    key = _FUEL_IGNORED.sub("", text.lower()).replace("+", "/")
-    fuel = _FUEL_SPELLINGS.get(key)
+    fuel = _fuel(text)
     if fuel is None:
         return "other", (*fixes, ("fuel", "unrecognised"))
     return fuel, fixes if fuel == text else (*fixes, ("fuel", "mapped"))

@@ -34,8 +34,8 @@ import msgspec
 
 from worker import config
 from worker.errors import TransientError
-from worker.normalise.emails import normalise_email
-from worker.normalise.phones import normalise_phone
+from worker.normalise.emails import normalise_email, read_email
+from worker.normalise.phones import normalise_phone, read_phones
 from worker.ops.inspection import read_letters
 from worker.ops.letters import Filters, Letter
 
@@ -87,8 +87,11 @@ def target_from_args(args: argparse.Namespace) -> Target:
 def _person_matches(person: dict[str, Any], target: Target) -> bool:
     if isinstance(pid := person.get("id"), str) and pid in target.ids:
         return True
-    emails = {normalise_email(v)[0] for f in _RAW_EMAIL_FIELDS if isinstance(v := person.get(f), str)}
-    phones = {normalise_phone(v).e164 for f in _RAW_PHONE_FIELDS if isinstance(v := person.get(f), str)}
+    # A field may hold two addresses or numbers ("jan@x.nl; piet@y.nl"): either one is the person's.
+    raw_emails = [v for f in _RAW_EMAIL_FIELDS if isinstance(v := person.get(f), str)]
+    raw_phones = [v for f in _RAW_PHONE_FIELDS if isinstance(v := person.get(f), str)]
+    emails = {a for v in raw_emails for a in read_email(v)[::2]}
+    phones = {n.e164 for v in raw_phones for n in read_phones(v) if n is not None}
     return bool(emails & target.emails) or bool(phones & target.phones)
 
 

@@ -1,0 +1,218 @@
+"""Contact and vehicle values as people type them into Dutch and Belgian DMS screens, with what a person reading
+each one would store. The expectations are written by hand from reading the value, never produced by the rules;
+the people, addresses and numbers are made up (numbers follow the numbering plans, nothing more).
+
+Each e-mail row is sent in ``email_private`` with ``email_business`` empty; each phone row in the field named,
+with the other phone field of that scope empty. ``None`` means the field holds no usable value.
+"""
+
+from __future__ import annotations
+
+# (raw email_private, stored email_private, stored email_business)
+EMAILS: list[tuple[str, str | None, str | None]] = [
+    ("jan.devries@ziggo.nl", "jan.devries@ziggo.nl", None),
+    ("  Jan.deVries@Ziggo.NL ", "jan.devries@ziggo.nl", None),
+    ("JAN.DEVRIES@HOTMAIL.COM", "jan.devries@hotmail.com", None),
+    ("mailto:jan.devries@ziggo.nl", "jan.devries@ziggo.nl", None),
+    ("MAILTO:Jan.deVries@ziggo.nl", "jan.devries@ziggo.nl", None),
+    ("Mailto: jan.devries@ziggo.nl", "jan.devries@ziggo.nl", None),
+    ("<jan.devries@ziggo.nl>", "jan.devries@ziggo.nl", None),
+    ("Jan de Vries <jan.devries@ziggo.nl>", "jan.devries@ziggo.nl", None),
+    ('"Vries, Jan de" <jan.devries@ziggo.nl>', "jan.devries@ziggo.nl", None),
+    ("<mailto:jan.devries@ziggo.nl>", "jan.devries@ziggo.nl", None),
+    ("'jan.devries@ziggo.nl'", "jan.devries@ziggo.nl", None),
+    ("jan.devries@ziggo.nl (privé)", "jan.devries@ziggo.nl", None),
+    ("jan.devries@ziggo.nl (werk)", "jan.devries@ziggo.nl", None),
+    ("E-mail: jan.devries@ziggo.nl", "jan.devries@ziggo.nl", None),
+    ("jan.devries@ziggo.nl.", "jan.devries@ziggo.nl", None),
+    ("jan.devries@ziggo.nl;", "jan.devries@ziggo.nl", None),
+    ("jan.devries@ziggo.nl; marie.jansen@gmail.com", "jan.devries@ziggo.nl", "marie.jansen@gmail.com"),
+    ("jan.devries@ziggo.nl;marie.jansen@gmail.com", "jan.devries@ziggo.nl", "marie.jansen@gmail.com"),
+    ("jan.devries@ziggo.nl,marie.jansen@gmail.com", "jan.devries@ziggo.nl", "marie.jansen@gmail.com"),
+    ("jan.devries@ziggo.nl / marie.jansen@gmail.com", "jan.devries@ziggo.nl", "marie.jansen@gmail.com"),
+    ("jan.devries@ziggo.nl of marie.jansen@gmail.com", "jan.devries@ziggo.nl", "marie.jansen@gmail.com"),
+    ("jan.devries@ziggo.nl marie.jansen@gmail.com", "jan.devries@ziggo.nl", "marie.jansen@gmail.com"),
+    ("Jan <jan.devries@ziggo.nl>, Marie <marie.jansen@gmail.com>", "jan.devries@ziggo.nl", "marie.jansen@gmail.com"),
+    ("jan.devries@ziggo.nl; jan.devries@ziggo.nl", "jan.devries@ziggo.nl", None),
+    ("info@garage-peeters.be", "info@garage-peeters.be", None),
+    ("o'brien@ziggo.nl", "o'brien@ziggo.nl", None),
+    ("anna@BÜCHER.de", "anna@bücher.de", None),
+    ("jan@ziggo; marie.jansen@gmail.com", "marie.jansen@gmail.com", None),
+    ("geen@ziggo.nl", None, None),
+    ("geen", None, None),
+    ("Geen e-mail", None, None),
+    ("-", None, None),
+    ("n.v.t.", None, None),
+    ("onbekend", None, None),
+    ("onbekend@onbekend.nl", None, None),
+    ("geen@geen.nl", None, None),
+    ("geenmail@gmail.com", None, None),
+    ("noemail@noemail.com", None, None),
+    ("x@x.nl", None, None),
+    ("test@test.nl", None, None),
+    ("jan.devries@ziggo", None, None),
+    ("jan.devries@@ziggo.nl", None, None),
+    ("jan.devries", None, None),
+]
+
+# (field, raw, stored phone_<scope>, stored mobile_<scope>); the scope is that of the field.
+PHONES: list[tuple[str, str, str | None, str | None]] = [
+    ("mobile_private", "06-12345678", None, "+31612345678"),
+    ("mobile_private", "06 12 34 56 78", None, "+31612345678"),
+    ("mobile_private", "06 - 12 34 56 78", None, "+31612345678"),
+    ("mobile_private", "0612345678 (werk)", None, "+31612345678"),
+    ("mobile_private", "06-12345678 (vrouw)", None, "+31612345678"),
+    ("mobile_private", "+31 (0)6 12345678", None, "+31612345678"),
+    ("mobile_private", "+31 6 1234 5678", None, "+31612345678"),
+    ("mobile_private", "0031 6 1234 5678", None, "+31612345678"),
+    ("mobile_private", "0031612345678", None, "+31612345678"),
+    ("mobile_private", "+316-12345678", None, "+31612345678"),
+    ("mobile_private", "06–12345678", None, "+31612345678"),  # en dash
+    ("mobile_private", "06—12345678", None, "+31612345678"),  # em dash
+    ("mobile_private", "06\u00a012345678", None, "+31612345678"),  # non-breaking space
+    ("mobile_private", "mob. 06 1234 5678", None, "+31612345678"),
+    ("mobile_private", "bellen na 18u: 06-12345678", None, "+31612345678"),
+    ("mobile_private", "+32 475 12 34 56", None, "+32475123456"),
+    ("mobile_private", "0032 475 12 34 56", None, "+32475123456"),
+    ("mobile_private", "+32 (0)475 12 34 56", None, "+32475123456"),
+    ("mobile_private", "0470 12 34 56", None, "+32470123456"),  # 0470 is no Dutch area code
+    # 0475 is Roermond's area code as well as a Belgian mobile prefix: without "+32" the Dutch reading wins.
+    ("phone_private", "0475 12 34 56", "+31475123456", None),
+    ("phone_private", "020-1234567", "+31201234567", None),
+    ("phone_private", "020 - 123 45 67", "+31201234567", None),
+    ("phone_private", "tel: 020-1234567", "+31201234567", None),
+    ("phone_private", "Tel. 020 1234567", "+31201234567", None),
+    ("phone_private", "020-1234567 toestel 123", "+31201234567", None),
+    ("phone_private", "020-1234567 ext. 12", "+31201234567", None),
+    ("phone_private", "+31 (0)20 1234567", "+31201234567", None),
+    ("phone_private", "03 201 23 45", "+3232012345", None),
+    ("phone_private", "03/201.23.45", "+3232012345", None),
+    ("phone_private", "+32 3 201 23 45", "+3232012345", None),
+    ("phone_private", "09/223.45.67", "+3292234567", None),
+    # a mobile in the phone field and a landline in the mobile field go to their own slot of the same scope
+    ("phone_private", "06-12345678", None, "+31612345678"),
+    ("mobile_private", "020-1234567", "+31201234567", None),
+    # two numbers in one field: the mobile and the landline each in their own slot
+    ("phone_private", "06-12345678 / 020-1234567", "+31201234567", "+31612345678"),
+    ("phone_private", "020-1234567 / 06-12345678", "+31201234567", "+31612345678"),
+    ("mobile_private", "06-12345678 / 020-1234567", "+31201234567", "+31612345678"),
+    ("mobile_private", "06 12345678 of 020 1234567", "+31201234567", "+31612345678"),
+    ("mobile_private", "06-12345678 en 020-1234567", "+31201234567", "+31612345678"),
+    ("mobile_private", "06-12345678, 020-1234567", "+31201234567", "+31612345678"),
+    ("mobile_private", "06-12345678;020-1234567", "+31201234567", "+31612345678"),
+    ("mobile_private", "0612345678 0201234567", "+31201234567", "+31612345678"),
+    ("mobile_private", "06-12345678/020-1234567", "+31201234567", "+31612345678"),
+    ("phone_private", "020-1234567 (thuis) / 06-12345678 (mobiel)", "+31201234567", "+31612345678"),
+    ("phone_private", "+31 20 1234567 / +31 6 12345678", "+31201234567", "+31612345678"),
+    ("phone_private", "03 201 23 45 / 0470 12 34 56", "+3232012345", "+32470123456"),
+    ("mobile_private", "+32 475 12 34 56 / +32 3 201 23 45", "+3232012345", "+32475123456"),
+    ("phone_business", "020-1234567 / 06-12345678", "+31201234567", "+31612345678"),
+    # two mobiles: the second has no empty slot of its kind in the scope, so it is dropped (with a note)
+    ("mobile_private", "06-12345678 / 06-87654321", None, "+31612345678"),
+    ("mobile_private", "06-12345678 / 06 12 34 56 78", None, "+31612345678"),  # the same number twice
+    ("phone_private", "+49 30 12345678", "+493012345678", None),
+    ("phone_private", "geen", None, None),
+    ("phone_private", "-", None, None),
+    ("phone_private", "0000000000", None, None),
+    ("phone_private", "n.v.t.", None, None),
+    ("mobile_private", "06-1234567", None, None),  # one digit short (and not the Belgian 061 area: "06-" is Dutch)
+    ("mobile_private", "06 1234567", None, None),
+    ("mobile_private", "bellen via receptie", None, None),
+]
+
+# (raw, fuel)
+FUELS: list[tuple[str, str]] = [
+    ("Benzine", "petrol"),
+    ("BENZINE", "petrol"),
+    ("benzine ", "petrol"),
+    ("Euro 95", "petrol"),
+    ("Euro95", "petrol"),
+    ("E10", "petrol"),
+    ("E5", "petrol"),
+    ("Super", "petrol"),
+    ("Super 98", "petrol"),
+    ("Euro 98", "petrol"),
+    ("Essence", "petrol"),
+    ("Benzin", "petrol"),
+    ("Diesel", "diesel"),
+    ("DIESEL", "diesel"),
+    ("Gasolie", "diesel"),
+    ("Diesel Euro 6", "diesel"),
+    ("Benzine (Euro 5)", "petrol"),
+    ("Gasoil", "diesel"),
+    ("B7", "diesel"),
+    ("HVO", "diesel"),
+    ("Elektriciteit", "electric"),
+    ("Elektrisch", "electric"),
+    ("Elektro", "electric"),
+    ("EV", "electric"),
+    ("BEV", "electric"),
+    ("Volledig elektrisch", "electric"),
+    ("Full electric", "electric"),
+    ("Hybride", "hybrid"),
+    ("Hybrid", "hybrid"),
+    ("Mild hybrid", "hybrid"),
+    ("HEV", "hybrid"),
+    ("Benzine/Elektriciteit", "hybrid"),
+    ("Benzine/Elektrisch", "hybrid"),
+    ("Benzine/Elektro", "hybrid"),
+    ("Elektro/Benzine", "hybrid"),
+    ("Diesel/Elektro", "hybrid"),
+    ("Diesel/Elektriciteit", "hybrid"),
+    ("Benzine + Elektriciteit", "hybrid"),
+    ("Hybride (benzine)", "hybrid"),
+    ("Hybride benzine", "hybrid"),
+    ("NOVC-HEV", "hybrid"),
+    ("Plug-in hybride", "plugin_hybrid"),
+    ("Plug-in Hybrid", "plugin_hybrid"),
+    ("PHEV", "plugin_hybrid"),
+    ("OVC-HEV", "plugin_hybrid"),
+    ("Plug-in hybride (benzine)", "plugin_hybrid"),
+    ("LPG", "lpg"),
+    ("Gas", "lpg"),
+    ("Autogas", "lpg"),
+    ("LPG G3", "lpg"),
+    ("Benzine/LPG", "lpg"),
+    ("Benzine+LPG", "lpg"),
+    ("Benzine + LPG", "lpg"),
+    ("CNG", "cng"),
+    ("Aardgas", "cng"),
+    ("Groengas", "cng"),
+    ("Erdgas", "cng"),
+    ("Benzine/CNG", "cng"),
+    ("LNG", "lng"),
+    ("Waterstof", "hydrogen"),
+    ("H2", "hydrogen"),
+    ("Hydrogen", "hydrogen"),
+    ("Waterstof/Elektriciteit", "hydrogen"),
+    ("Alcohol", "other"),
+    ("Ethanol", "other"),
+    ("E85", "other"),
+    ("Benzine/Diesel", "other"),  # no car runs on both: unrecognised
+    ("Kolen", "other"),
+]
+
+# (raw, license_plate, license_plate_key)
+PLATES: list[tuple[str, str, str]] = [
+    ("70-RP-JJ", "70-RP-JJ", "70RPJJ"),
+    ("70rpjj", "70-RP-JJ", "70RPJJ"),
+    ("70 RP JJ", "70-RP-JJ", "70RPJJ"),
+    ("70.RP.JJ", "70-RP-JJ", "70RPJJ"),
+    ("70–RP–JJ", "70-RP-JJ", "70RPJJ"),  # en dash
+    ("70—RP—JJ", "70-RP-JJ", "70RPJJ"),  # em dash
+    ("70−RP−JJ", "70-RP-JJ", "70RPJJ"),  # minus sign
+    ("70‑RP‑JJ", "70-RP-JJ", "70RPJJ"),  # non-breaking hyphen
+    ("70\u00a0RP\u00a0JJ", "70-RP-JJ", "70RPJJ"),  # non-breaking spaces
+    (" 70-rp-jj ", "70-RP-JJ", "70RPJJ"),
+    ("1K-LM-23", "1-KLM-23", "1KLM23"),
+    ("gbb01b", "GBB-01-B", "GBB01B"),
+    ("GBB–01–B", "GBB-01-B", "GBB01B"),
+    ("V-123-BB", "V-123-BB", "V123BB"),
+    ("1-ABC-123", "1-ABC-123", "1ABC123"),  # Belgian
+    ("1abc123", "1-ABC-123", "1ABC123"),
+    ("1 ABC 123", "1-ABC-123", "1ABC123"),
+    ("1–ABC–123", "1-ABC-123", "1ABC123"),
+    ("2-XYZ-789", "2-XYZ-789", "2XYZ789"),
+    ("M-AB 1234", "M-AB 1234", "MAB1234"),  # German: kept as typed, uppercased
+    ("m–ab 1234", "M-AB 1234", "MAB1234"),
+]

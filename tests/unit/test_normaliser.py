@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from schemas import contract
 from schemas.decoder import decode
+from tests.unit.builders import upsert as _upsert
 from worker.errors import NormaliseError
 from worker.normalise import model
 from worker.normalise.addresses import normalise_city, normalise_house_number, normalise_postcode
@@ -33,17 +34,6 @@ from worker.ops.preview import normalize_command
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
 RICH = (EXAMPLES / "upsert-rich.json").read_bytes()
-
-
-def _upsert(**appointment: Any) -> contract.AppointmentUpserted:
-    body = {"dms_number": "1", "created_at": "2025-03-14T09:20:00+01:00", **appointment}
-    return contract.AppointmentUpserted(
-        event_id="3F2504E04F8911D39A0C0305E82C3301",
-        schema_version=1,
-        occurred_at=dt.datetime(2025, 3, 14, 9, 26, tzinfo=dt.UTC),
-        dealer_id="d1",
-        appointment=msgspec.convert(body, contract.Appointment),
-    )
 
 
 def _person(**fields: str | None) -> model.Person:

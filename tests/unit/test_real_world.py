@@ -3,16 +3,15 @@ alike, and hypothesis properties of the rules that read a field as a person does
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from typing import Any
 
-import msgspec
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from schemas import contract
+from tests.unit.builders import upsert
 from tests.unit.real_world_corpus import EMAILS, FUELS, PHONES, PLATES
 from worker.normalise import model
 from worker.normalise.emails import is_dummy, normalise_email
@@ -24,15 +23,7 @@ RULES = pytest.mark.parametrize("rules", [FAST, REFERENCE], ids=["fast", "refere
 
 
 def _event(persons: list[dict[str, Any]] | None = None, vehicle: dict[str, Any] | None = None) -> contract.Event:
-    body: dict[str, Any] = {"dms_number": "1", "created_at": "2025-03-14T09:20:00+01:00"}
-    body |= {"persons": persons or [], "vehicle": vehicle}
-    return contract.AppointmentUpserted(
-        event_id="3f2504e0-4f89-11d3-9a0c-0305e82c3301",
-        schema_version=1,
-        occurred_at=dt.datetime(2025, 3, 14, 9, 26, tzinfo=dt.UTC),
-        dealer_id="d1",
-        appointment=msgspec.convert(body, contract.Appointment),
-    )
+    return upsert(persons=persons or [], vehicle=vehicle)
 
 
 def _person(rules: Rules = FAST, **fields: str | None) -> model.Person:

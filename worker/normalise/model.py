@@ -92,3 +92,8 @@ class Delete(msgspec.Struct, frozen=True, tag_field="event_type", tag="appointme
 
 
 NormalisedEvent = Upsert | Delete
+
+
+def dms_number_of(event: NormalisedEvent) -> str:
+    """The appointment an event is about, within its dealer."""
+    return event.dms_number if isinstance(event, Delete) else event.appointment.dms_number

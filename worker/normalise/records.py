@@ -14,7 +14,7 @@ import msgspec
 from schemas.contract import Event, key_for
 from schemas.decoder import NotJson, NotV1, decode
 from worker.errors import ContractError, DecodeError, NormaliseError, PermanentError
-from worker.normalise.model import Delete, NormalisedEvent
+from worker.normalise.model import NormalisedEvent, dms_number_of
 from worker.normalise.normaliser import normalise
 
 
@@ -120,8 +120,7 @@ def key_mismatch(key: bytes | None, event: NormalisedEvent) -> KeyMismatch | Non
     order (the newest still wins, by occurred_at, but only once all have arrived). A dealer id never holds '/', so
     the key's first '/' separates the two parts.
     """
-    dms_number = event.dms_number if isinstance(event, Delete) else event.appointment.dms_number
-    if key == key_for(event.dealer_id, dms_number):
+    if key == key_for(event.dealer_id, dms_number_of(event)):
         return None
     if key is None:
         return "missing"

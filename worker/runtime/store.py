@@ -57,7 +57,7 @@ import structlog
 import tenacity
 
 from worker.errors import TransientError, WriteRejected
-from worker.normalise.model import NormalisedEvent, Upsert
+from worker.normalise.model import NormalisedEvent, Upsert, dms_number_of
 from worker.normalise.records import Item, Offset, next_offsets
 from worker.runtime.retry import policy
 from worker.runtime.tables import (
@@ -75,7 +75,6 @@ from worker.runtime.tables import (
     Table,
     canonical_event_id,
     column_arrays,
-    dms_number_of,
     intervention_rows,
     sorted_rows,
     stage,

@@ -312,10 +312,6 @@ class Rows(msgspec.Struct):
         _keep_newest(self.appointments, (event.dealer_id, appt.dms_number), (version, arow, event))
 
 
-def dms_number_of(event: NormalisedEvent) -> str:
-    return event.dms_number if isinstance(event, Delete) else event.appointment.dms_number
-
-
 def _keep_newest(rows: dict[Any, Any], key: Any, candidate: tuple[Any, ...]) -> None:
     # ">=" so that within one event a repeated person id keeps its last occurrence, as a replay would.
     current = rows.get(key)

@@ -11,7 +11,14 @@ from collections.abc import Callable, Sequence
 
 from aiokafka.errors import KafkaError
 
-from worker.errors import ConfigError, MigrationError, TransientError
+from worker.errors import (
+    AuthenticationError,
+    ConfigError,
+    DeploymentError,
+    MigrationError,
+    TransientError,
+    UnreachableError,
+)
 from worker.ops.erasure import erase_command
 from worker.ops.inspection import list_command, show_command
 from worker.ops.preview import normalize_command, schema_command
@@ -23,6 +30,13 @@ from worker.runtime.app import init_command, run_command
 from worker.runtime.migrations import migrate_command
 
 Handler = Callable[[argparse.Namespace], int]
+
+# Exit codes, documented in docs/operations.md: a supervisor or a script can tell "fix the settings" from "wait".
+EXIT_CONFIG = 2  # a variable's value is wrong, or an applied migration file was changed
+EXIT_DEPLOYMENT = 3  # a topic missing or not authorised, the schema behind the code, a port taken
+EXIT_UNREACHABLE = 4  # a server stayed unreachable through the start-up retries
+EXIT_UNDECODABLE_BATCH = 5  # the topic holds a record batch this client cannot decode
+EXIT_AUTHENTICATION = 6  # a server refused the credentials or the TLS trust
 
 
 def _add(
@@ -148,17 +162,26 @@ def _report(exc: Exception) -> int | None:
             " 'A record batch that cannot be decoded'",
             file=sys.stderr,
         )
-        return 5
+        return EXIT_UNDECODABLE_BATCH
     if isinstance(exc, ConfigError):
         print(f"carsys-ingest: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     if isinstance(exc, MigrationError):
         print(f"carsys-ingest: migrations refused: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
+    if isinstance(exc, DeploymentError):
+        print(f"carsys-ingest: deployment error: {exc}", file=sys.stderr)
+        return EXIT_DEPLOYMENT
+    if isinstance(exc, AuthenticationError):
+        print(f"carsys-ingest: refused: {exc}", file=sys.stderr)
+        return EXIT_AUTHENTICATION
+    if isinstance(exc, UnreachableError):
+        print(f"carsys-ingest: unreachable: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     if isinstance(exc, TransientError | OSError | KafkaError):
         # A server that is down is an operator's problem to see, not a traceback to read.
         print(f"carsys-ingest: a server is unreachable ({type(exc).__name__}): try again later", file=sys.stderr)
-        return 4
+        return EXIT_UNREACHABLE
     return None
 
 

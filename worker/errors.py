@@ -62,3 +62,18 @@ class ConfigError(IngestError):
 
 class MigrationError(IngestError):
     """The migrations cannot be applied as they are (changed applied file, bad file name)."""
+
+
+class DeploymentError(IngestError):
+    """The deployment does not give the worker what it needs, and waiting cannot fix it: a topic missing or not
+    authorised, the database schema behind the code, a port already taken. The message names the topic, server or
+    variable to fix."""
+
+
+class AuthenticationError(IngestError):
+    """A server refused the credentials or the TLS trust (wrong password, unknown user, a CA that does not match).
+    The message names the server and the variable; it never quotes a secret."""
+
+
+class UnreachableError(TransientError):
+    """A server stayed unreachable through the start-up retries. The message names the server and the variable."""

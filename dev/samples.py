@@ -132,6 +132,8 @@ class _Dealer:
     def __init__(self, rng: _Rng, dealer_id: str, n_persons: int, n_vehicles: int) -> None:
         self.id = dealer_id
         self.person_ids = [f"P{rng.digits(6)}" for _ in range(n_persons)]
+        # The DMS's current record of each person, sent again with every appointment the person belongs to.
+        self.persons: dict[str, dict[str, Any]] = {}
         self.vehicles = []
         for _ in range(n_vehicles):
             driver, owner = rng.pick(self.person_ids), rng.pick(self.person_ids)
@@ -139,7 +141,17 @@ class _Dealer:
             self.vehicles.append(vehicle(rng, driver, owner, contractor))
 
 
-def upsert(rng: _Rng, dealer: _Dealer, dms_number: str, occurred_at: dt.datetime) -> dict[str, Any]:
+def _snapshot(rng: _Rng, dealer: _Dealer, person_id: str, change_ratio: float) -> dict[str, Any]:
+    """The person as this event sends it: a new record with probability ``change_ratio`` (1.0: every event sends a
+    fresh one, the most conflicts for the fault suite), else the DMS's current record, byte-identical."""
+    if change_ratio >= 1.0 or person_id not in dealer.persons or rng.r.random() < change_ratio:
+        dealer.persons[person_id] = person(rng, person_id)
+    return dealer.persons[person_id]
+
+
+def upsert(
+    rng: _Rng, dealer: _Dealer, dms_number: str, occurred_at: dt.datetime, person_change_ratio: float = 1.0
+) -> dict[str, Any]:
     veh = rng.pick(dealer.vehicles)
     role_ids = sorted({i for i in (veh["driver_id"], veh["owner_id"], veh["contractor_id"]) if i})
     created = occurred_at - dt.timedelta(days=rng.r.randrange(1, 30))
@@ -161,7 +173,7 @@ def upsert(rng: _Rng, dealer: _Dealer, dms_number: str, occurred_at: dt.datetime
                 for t, d, p in rng.r.sample(INTERVENTIONS, rng.r.randrange(1, 4))
             ],
             "vehicle": veh,
-            "persons": [person(rng, pid) for pid in role_ids],
+            "persons": [_snapshot(rng, dealer, pid, person_change_ratio) for pid in role_ids],
         },
     }
 
@@ -186,8 +198,13 @@ def stream(
     persons_per_dealer: int = 60,
     vehicles_per_dealer: int = 40,
     delete_ratio: float = 0.05,
+    person_change_ratio: float = 1.0,
 ) -> Iterator[dict[str, Any]]:
-    """``events`` events over ``dealers`` dealers; each appointment's ``occurred_at`` strictly grows."""
+    """``events`` events over ``dealers`` dealers; each appointment's ``occurred_at`` strictly grows.
+
+    ``person_change_ratio``: how often an event carries a changed record of a person rather than the one sent
+    before. 1.0 (the default, what the tests use) makes every person record new; Carsys' real push sends the
+    same snapshot again and again, which the benchmarks model with ``REALISTIC_PERSON_CHANGE_RATIO``."""
     rng = _Rng(seed)
     world = [_Dealer(rng, f"dealer-{d:03d}", persons_per_dealer, vehicles_per_dealer) for d in range(dealers)]
     clock = dt.datetime(2026, 11, 1, 8, 0, tzinfo=dt.UTC)
@@ -198,7 +215,12 @@ def stream(
         if rng.r.random() < delete_ratio:
             yield delete(rng, dealer, dms_number, occurred_at)
         else:
-            yield upsert(rng, dealer, dms_number, occurred_at)
+            yield upsert(rng, dealer, dms_number, occurred_at, person_change_ratio)
+
+
+# An assumption, not a measurement: a person's DMS record (address, numbers, e-mail) changes between two pushes of an
+# appointment that carries it in about one event in fifty; vehicles never change (they are fixed per dealer here).
+REALISTIC_PERSON_CHANGE_RATIO = 0.02
 
 
 def key_of(event: dict[str, Any]) -> bytes:

@@ -18,8 +18,13 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from hypothesis import settings
 
 from dev import stack as devstack
+
+# Properties are about values, not speed: a per-example deadline only turns a loaded machine into a failed run.
+settings.register_profile("carsys", deadline=None)
+settings.load_profile("carsys")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -8,6 +8,7 @@ a producer what Claire will store from its events.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import uuid
 from collections.abc import Callable
@@ -34,14 +35,17 @@ AMSTERDAM: Final = ZoneInfo("Europe/Amsterdam")
 class Rules(NamedTuple):
     """The two expensive field rules, swappable so that the benchmark and the differential tests can run the
     straightforward library-everywhere version through the very same normaliser. Each reads a field's first
-    value and a second one if the field holds two."""
+    value and a second one if the field holds two. ``cached``: persons and vehicles go through the snapshot caches."""
 
     phone: Callable[[str | None], Phones]
     email: Callable[[str | None], Email]
+    cached: bool = True
 
 
 FAST: Final = Rules(read_phones, read_email)
-REFERENCE: Final = Rules(read_phones_reference, read_email_reference)
+# The same rules without the snapshot caches: what the caches must always agree with.
+UNCACHED: Final = Rules(read_phones, read_email, cached=False)
+REFERENCE: Final = Rules(read_phones_reference, read_email_reference, cached=False)
 
 
 class _Notes:
@@ -129,7 +133,7 @@ def _appointment(a: contract.Appointment, rules: Rules) -> model.Appointment:
         appointment_at=appointment_at,
         waiting_customer=a.waiting_customer,
         interventions=tuple(_intervention(i, n, notes) for n, i in enumerate(a.interventions)),
-        vehicle=None if a.vehicle is None else _vehicle(a.vehicle),
+        vehicle=None if a.vehicle is None else _vehicle(a.vehicle, rules),
         persons=tuple(_person(p, n, rules) for n, p in enumerate(a.persons)),
         notes=notes.done(),
     )
@@ -160,7 +164,22 @@ def _intervention(i: contract.Intervention, n: int, notes: _Notes) -> model.Inte
     return model.Intervention(title, description, i.price)
 
 
-def _vehicle(v: contract.Vehicle) -> model.Vehicle:
+# Carsys pushes whole snapshots: the same driver, owner, lease company and vehicle arrive with every change of every
+# appointment they belong to, byte-identical. Contract structs are frozen (hashed and compared by value) and the
+# normalised ones are immutable, so a bounded LRU from the raw struct to its normalised form returns what the rules
+# would compute, without the work (tests/unit/test_normaliser_cache.py checks it against the uncached rules).
+# Sizes bound the memory: measured ~1.6 KiB per person entry and ~1.1 KiB per vehicle entry (docs/benchmarks.md).
+PERSON_CACHE_SIZE: Final = 8192
+VEHICLE_CACHE_SIZE: Final = 4096
+
+
+def _vehicle(v: contract.Vehicle, rules: Rules) -> model.Vehicle:
+    # The rules are part of the key only so that the reference rules (benchmark, differential tests) never read
+    # the fast rules' results; a vehicle uses neither rule.
+    return _vehicle_cached(v, rules) if rules.cached else _normalise_vehicle(v)
+
+
+def _normalise_vehicle(v: contract.Vehicle) -> model.Vehicle:
     notes = _Notes()
     make = notes.take("make", clean(v.make))
     model_ = notes.take("model", clean(v.model))
@@ -319,8 +338,13 @@ _PREFERRED_SCOPE: Final = ((SECOND_ADDRESS, "dropped_other_scope_preferred"),)
 
 
 def _person(p: contract.Person, n: int, rules: Rules) -> model.Person:
-    notes = _Notes()
+    # The only way a person fails is an empty id, and that error names the position: checked outside the cache.
     person_id = _required_id(p.id, "$.appointment.persons[{n}].id", n)
+    return _person_cached(p, rules) if rules.cached else _normalise_person(p, person_id, rules)
+
+
+def _normalise_person(p: contract.Person, person_id: str, rules: Rules) -> model.Person:
+    notes = _Notes()
     company_name = notes.take("company_name", clean(p.company_name))
     title = notes.take("title", normalise_title(p.title))
     first_name = notes.take("first_name", clean(p.first_name))
@@ -364,6 +388,27 @@ def _person(p: contract.Person, n: int, rules: Rules) -> model.Person:
         preferred_mobile=_first(*mobiles),
         notes=notes.done(),
     )
+
+
+@functools.lru_cache(maxsize=PERSON_CACHE_SIZE)
+def _person_cached(p: contract.Person, rules: Rules) -> model.Person:
+    return _normalise_person(p, p.id.strip(), rules)
+
+
+@functools.lru_cache(maxsize=VEHICLE_CACHE_SIZE)
+def _vehicle_cached(v: contract.Vehicle, rules: Rules) -> model.Vehicle:
+    return _normalise_vehicle(v)
+
+
+def cache_info() -> dict[str, dict[str, int]]:
+    """Hits, misses and sizes of the snapshot caches (the benchmark prints them)."""
+    infos = {"persons": _person_cached.cache_info(), "vehicles": _vehicle_cached.cache_info()}
+    return {name: {"hits": i.hits, "misses": i.misses, "size": i.currsize} for name, i in infos.items()}
+
+
+def clear_caches() -> None:
+    _person_cached.cache_clear()
+    _vehicle_cached.cache_clear()
 
 
 def to_contract_shape(event: model.NormalisedEvent) -> dict[str, Any]:

@@ -91,6 +91,8 @@ def corpus(n: int, seed: int) -> list[Record]:
         appointments_per_dealer=appointments,
         persons_per_dealer=max(5, appointments * 3 // 5),
         vehicles_per_dealer=max(4, appointments * 2 // 5),
+        # Carsys pushes whole snapshots: a person's record arrives unchanged in most events (dev/samples.py).
+        person_change_ratio=samples.REALISTIC_PERSON_CHANGE_RATIO,
     )
     records = [(samples.key_of(e), samples.encode(e)) for e in events]
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,9 @@ Measurements, in this order, each on its own topic and database:
 - client limit: aiokafka getmany + ``schemas.decoder.decode``, same consumer options, no database.
 - database limit: the same events, decoded and normalised beforehand, written by ``Store.apply`` in batches of
   BATCH_MAX_RECORDS (2000), one after the other like the worker; no Kafka.
+- PostgreSQL floor: the same batches' rows (collapsed per key like the worker's) COPY'd into copies of the four
+  tables with the same columns and indexes (unique ones made plain), no merge, no newest-wins guard, no
+  applied_events or offsets: the most this database can take for these rows.
 - naive worker: one record per fetch, ``Store.apply`` with a batch of one (one transaction, offsets included),
   then one Kafka commit per record. Time-bounded: its rate is what it did in ``--naive-seconds``.
 """
@@ -60,11 +63,13 @@ from dev.db import fetchval
 from dev.process import REPO, WorkerProcess
 from schemas.decoder import decode
 from worker import config
+from worker.normalise.model import Upsert
 from worker.normalise.records import Item, Offset, prepare, to_event
 from worker.runtime import logs, retry
 from worker.runtime.kafka import consumer_options
 from worker.runtime.migrations import migrate
 from worker.runtime.store import Store
+from worker.runtime.tables import APPOINTMENTS, INTERVENTIONS, PERSONS, VEHICLES, Row, Rows, Table, intervention_rows
 
 RESULTS = REPO / "bench" / "results"
 PARTITIONS = 6  # `carsys-ingest init`'s default
@@ -598,6 +603,70 @@ async def measure_database_limit(bench: Bench, items: Sequence[Item]) -> dict[st
     }
 
 
+FLOOR_TABLES = (PERSONS, VEHICLES, APPOINTMENTS, INTERVENTIONS)
+
+
+async def _floor_schema(conn: asyncpg.Connection) -> None:
+    """``floor_<table>``: each table's columns and indexes, every unique index made plain (nothing to conflict on)."""
+    for table in FLOOR_TABLES:
+        await conn.execute(f"CREATE TABLE floor_{table.name} (LIKE {table.name} INCLUDING DEFAULTS)")
+        for (indexdef,) in await conn.fetch("SELECT indexdef FROM pg_indexes WHERE tablename = $1", table.name):
+            plain = indexdef.replace("CREATE UNIQUE INDEX ", "CREATE INDEX ").replace(
+                f" ON public.{table.name} ", f" ON public.floor_{table.name} "
+            )
+            await conn.execute(plain.replace("CREATE INDEX ", "CREATE INDEX floor_", 1))
+
+
+async def _floor_copy(conn: asyncpg.Connection, table: Table, rows: Sequence[Row]) -> None:
+    # Through the worker's own staging table and casts, then a plain INSERT: no ON CONFLICT, no guard, no order.
+    names = [c[0] for c in table.columns]
+    await conn.execute(table.staging_ddl())
+    await conn.copy_records_to_table(f"_stage_{table.name}", records=rows, columns=names)
+    exprs = ", ".join(c[2] for c in table.columns)
+    await conn.execute(
+        f"INSERT INTO floor_{table.name} ({', '.join(names)}) SELECT {exprs} FROM _stage_{table.name} AS s"
+    )
+
+
+async def _floor_batch(conn: asyncpg.Connection, items: Sequence[Item]) -> None:
+    rows = Rows()
+    for item in items:
+        rows.add(item.event)
+    upserts = [a[2] for a in rows.appointments.values() if isinstance(a[2], Upsert)]
+    batch = (
+        (PERSONS, [r for _, r in rows.persons.values()]),
+        (VEHICLES, [r for _, r in rows.vehicles.values()]),
+        (APPOINTMENTS, [a[1] for a in rows.appointments.values()]),
+        (INTERVENTIONS, intervention_rows(upserts)),
+    )
+    async with conn.transaction():
+        for table, table_rows in batch:
+            if table_rows:
+                await _floor_copy(conn, table, table_rows)
+
+
+async def measure_postgres_floor(bench: Bench, items: Sequence[Item], size: int = 2000) -> dict[str, Any]:
+    """The most this database takes: the batch's rows (collapsed per key, as the worker's) COPY'd into tables with
+    the same columns and indexes, no merge, no newest-wins guard, no bookkeeping, one transaction per batch."""
+    dsn = await bench.fresh_database("floor")
+    await migrate(dsn)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await _floor_schema(conn)
+        start = time.monotonic()
+        for i in range(0, len(items), size):
+            await _floor_batch(conn, items[i : i + size])
+        seconds = time.monotonic() - start
+    finally:
+        await conn.close()
+    return {
+        "events": len(items),
+        "batch_size": size,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(len(items) / seconds, 1),
+    }
+
+
 async def measure_naive(bench: Bench, records: Sequence[Record], limit_s: float) -> dict[str, Any]:
     topic = await bench.fresh_topic("naive", records)
     dsn = await bench.fresh_database("naive")
@@ -766,6 +835,7 @@ def table(report: dict[str, Any]) -> str:
         ("client limit: consume + decode", r["client_limit"]),
         ("decode + normalise, in-process (CPU floor)", r["normalise_only"]),
         ("database limit: Store.apply, batches of 2000", r["database_limit"]),
+        ("PostgreSQL floor: COPY only, batches of 2000", r["postgres_floor"]),
         ("naive worker: 1 record, 1 txn, 1 commit", r["naive"]),
     ]
     lines = [f"{'measurement':<46} {'events':>8} {'seconds':>8} {'events/s':>10}"]
@@ -774,6 +844,7 @@ def table(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"worker / database limit: {report['ratios']['worker_vs_database_limit']:.2f}x   "
+        f"worker / PostgreSQL floor: {report['ratios']['worker_vs_postgres_floor']:.2f}x   "
         f"worker / naive: {report['ratios']['worker_vs_naive']:.1f}x   "
         f"worker / client limit: {report['ratios']['worker_vs_client_limit']:.2f}x",
         f"worker: CPU {w['cpu_percent_of_one_core']}% of one core ({w['cpu_ms_per_1000_events']} ms per 1000 events), "
@@ -836,6 +907,7 @@ async def measure_all(bench: Bench, opts: Options, log_dir: Path) -> dict[str, A
         ("latency", lambda: measure_latency(bench, offered, opts.rate, log_dir)),
         ("client_limit", lambda: measure_client_limit(bench, records)),
         ("database_limit", lambda: measure_database_limit(bench, items)),
+        ("postgres_floor", lambda: measure_postgres_floor(bench, items)),
         ("naive", lambda: measure_naive(bench, records[:50_000], opts.naive_seconds)),
     ]
     load = round(os.getloadavg()[0], 2)
@@ -876,6 +948,7 @@ async def run(opts: Options, bench: Bench) -> dict[str, Any]:
         "results": results,
         "ratios": {
             "worker_vs_database_limit": ratio(results["worker"], results["database_limit"]),
+            "worker_vs_postgres_floor": ratio(results["worker"], results["postgres_floor"]),
             "worker_vs_naive": ratio(results["worker"], results["naive"]),
             "worker_vs_client_limit": ratio(results["worker"], results["client_limit"]),
         },

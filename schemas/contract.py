@@ -173,6 +173,11 @@ class AppointmentDeleted(_Event, frozen=True, tag="appointment.deleted"):
 Event = AppointmentUpserted | AppointmentDeleted
 
 
+# The record key as a pattern (Python and ECMA-262 alike), for the AsyncAPI document and for consumers that check keys:
+# a trimmed dealer id, the first '/', a trimmed non-empty DMS number (which may itself hold '/').
+KEY_PATTERN: Final = rf"^{DEALER_ID}/\S(?:[\s\S]*\S)?$"
+
+
 def key_for(dealer_id: str, dms_number: str) -> bytes:
     """The Kafka key of an appointment's events: all of them land on one partition, in order."""
     # The worker knows an appointment by its trimmed ids, so " 42" and "42" must share a partition too.

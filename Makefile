@@ -7,7 +7,12 @@ UV := $(BOOTSTRAP)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := python3
 
-.PHONY: help venv test unit demo bench lint format stack-up stack-down clean
+# The official AsyncAPI parser (npm, pinned by dev/asyncapi-tools/package-lock.json), installed once per lock file.
+ASYNCAPI_TOOLS := dev/asyncapi-tools
+ASYNCAPI_LOCK_SHA := $(shell cat $(ASYNCAPI_TOOLS)/package.json $(ASYNCAPI_TOOLS)/package-lock.json | sha256sum | cut -c1-12)
+ASYNCAPI_CACHE := $(HOME)/.cache/carsys-ingest/asyncapi-parser-$(ASYNCAPI_LOCK_SHA)
+
+.PHONY: help venv test unit demo bench lint format asyncapi stack-up stack-down clean
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -39,6 +44,19 @@ lint: venv  ## ruff, ruff format --check, mypy --strict, the dependency rule
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 	.venv/bin/lint-imports --no-cache
+
+$(ASYNCAPI_CACHE)/.installed:
+	@command -v node >/dev/null && command -v npm >/dev/null || { echo "make asyncapi needs Node.js >= 18 with npm:" \
+	  "apt-get install nodejs npm, or https://nodejs.org/en/download" >&2; exit 1; }
+	rm -rf $(ASYNCAPI_CACHE) && mkdir -p $(ASYNCAPI_CACHE)
+	cp $(ASYNCAPI_TOOLS)/package.json $(ASYNCAPI_TOOLS)/package-lock.json $(ASYNCAPI_CACHE)/
+	npm ci --prefix $(ASYNCAPI_CACHE) --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
+asyncapi: $(ASYNCAPI_CACHE)/.installed  ## validate schemas/asyncapi.yaml with the official AsyncAPI parser (Node.js)
+	node $(ASYNCAPI_TOOLS)/validate.cjs $(ASYNCAPI_CACHE) schemas/asyncapi.yaml
+	@# The copy the unit tests validate with (tests/unit/test_asyncapi.py) is the pinned package's own.
+	cmp $(ASYNCAPI_TOOLS)/asyncapi-3.0.0.schema.json '$(ASYNCAPI_CACHE)/node_modules/@asyncapi/specs/schemas/3.0.0-without-$$id.json'
 
 format: venv  ## apply ruff's fixes and formatting
 	.venv/bin/ruff check --fix .

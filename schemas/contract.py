@@ -18,9 +18,15 @@ SCHEMA_VERSION: Final = 1
 # Strict on the wire, lenient in the worker: msgspec also accepts e.g. surrounding spaces in a decimal string,
 # the published schema asks producers for the plain form.
 DECIMAL_PATTERN: Final = r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
-_DATE_TIME: Final = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
-_TIMESTAMP_PATTERN: Final = _DATE_TIME + r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?$"
-_OFFSET_TIMESTAMP_PATTERN: Final = _DATE_TIME + r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})$"
+# The ranges are in the pattern because a timestamp without an offset (Europe/Amsterdam local time) has no JSON
+# Schema format: `date-time` is RFC 3339's, which requires the offset. With an offset, `format` checks the calendar.
+_DATE_TIME: Final = (
+    r"^[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"[Tt ](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?"
+)
+_OFFSET: Final = r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+_TIMESTAMP_PATTERN: Final = _DATE_TIME + _OFFSET + "?$"
+_OFFSET_TIMESTAMP_PATTERN: Final = _DATE_TIME + _OFFSET + "$"
 
 # The tenant key, and the first half of the record key "{dealer_id}/{dms_number}": ASCII letters and digits, and
 # after the first character also '.', '_', '-' and ':'. Never '/' (the key would be ambiguous: "a/b" + "/" + "c" and
@@ -65,7 +71,11 @@ Timestamp = Annotated[
     dt.datetime,
     msgspec.Meta(
         description="RFC 3339 timestamp; without an offset it is Europe/Amsterdam local time.",
-        extra_json_schema={"pattern": _TIMESTAMP_PATTERN},
+        extra_json_schema={
+            "pattern": _TIMESTAMP_PATTERN,
+            "if": {"pattern": _OFFSET + "$"},
+            "then": {"format": "date-time"},
+        },
     ),
 ]
 # A price arrives as a JSON number or a decimal string; msgspec reads both straight into Decimal, never via
@@ -161,6 +171,11 @@ class AppointmentDeleted(_Event, frozen=True, tag="appointment.deleted"):
 
 
 Event = AppointmentUpserted | AppointmentDeleted
+
+
+# The record key as a pattern (Python and ECMA-262 alike), for the AsyncAPI document and for consumers that check keys:
+# a trimmed dealer id, the first '/', a trimmed non-empty DMS number (which may itself hold '/').
+KEY_PATTERN: Final = rf"^{DEALER_ID}/\S(?:[\s\S]*\S)?$"
 
 
 def key_for(dealer_id: str, dms_number: str) -> bytes:

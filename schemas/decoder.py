@@ -169,28 +169,82 @@ def contract_reason(message: str) -> str:
 
 
 def json_schema() -> dict[str, Any]:
-    """The v1 JSON Schema, generated from the contract Structs (what ``carsys-ingest schema`` prints)."""
+    """The v1 JSON Schema, generated from the contract Structs (what ``carsys-ingest schema`` prints).
+
+    Post-processed from msgspec's output so that standard validators report the failing field itself: the event
+    types are ``if``/``then`` on ``event_type`` (a bare ``anyOf`` fails as a whole, naming no field), and an
+    optional scalar is one schema with ``"type": [..., "null"]`` rather than an ``anyOf``. Dates and timestamps carry
+    ``format``, which validators check only when told to (docs/contract.md).
+    """
     schema = msgspec.json.schema(Event)
     _widen_decimals(schema)
+    _inline_nullables(schema)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
         "title": "Carsys appointment event, v1",
-        "description": "One Kafka record value (key '{dealer_id}/{dms_number}'). Unknown fields are ignored.",
+        "description": (
+            "One Kafka record value (key '{dealer_id}/{dms_number}'). Unknown fields are ignored. "
+            "Validate with format checks enabled (date, date-time)."
+        ),
+        **_tagged_union(schema),
+    }
+
+
+def _tagged_union(schema: dict[str, Any]) -> dict[str, Any]:
+    # msgspec writes the tagged union as anyOf + an OpenAPI-style discriminator, which JSON Schema validators ignore.
+    discriminator = schema.pop("discriminator")
+    schema.pop("anyOf")
+    tag: str = discriminator["propertyName"]
+    mapping: dict[str, str] = discriminator["mapping"]
+    return {
+        "type": "object",
+        "required": [tag],
+        "properties": {tag: {"enum": list(mapping)}},
+        "allOf": [
+            {"if": {"properties": {tag: {"const": value}}, "required": [tag]}, "then": {"$ref": ref}}
+            for value, ref in mapping.items()
+        ],
         **schema,
     }
 
 
 def _widen_decimals(node: Any) -> None:
     # msgspec publishes Decimal as a string; the contract also takes a JSON number (read exactly, not float).
+    # "decimal" is no format JSON Schema defines (strict validators such as ajv refuse unknown formats): the pattern
+    # says what a decimal string is.
     if isinstance(node, dict):
         if node.get("format") == "decimal":
+            del node["format"]
             node["type"] = ["number", "string"]
         for child in node.values():
             _widen_decimals(child)
     elif isinstance(node, list):
         for child in node:
             _widen_decimals(child)
+
+
+def _inline_nullables(node: Any) -> None:
+    # {"anyOf": [{"type": "string", ...}, {"type": "null"}]} -> {"type": ["string", "null"], ...}: the same set of
+    # values (pattern and format apply to strings only), but an error names the keyword that failed.
+    if isinstance(node, list):
+        for child in node:
+            _inline_nullables(child)
+        return
+    if not isinstance(node, dict):
+        return
+    for child in node.values():
+        _inline_nullables(child)
+    options = node.get("anyOf")
+    if not (isinstance(options, list) and len(options) == 2 and options[1] == {"type": "null"}):
+        return
+    inner = options[0]
+    if "type" not in inner or "$ref" in inner:
+        return
+    types = inner["type"] if isinstance(inner["type"], list) else [inner["type"]]
+    rest = {k: v for k, v in node.items() if k != "anyOf"}
+    node.clear()
+    node.update({**inner, "type": [*types, "null"]}, **rest)
 
 
 def schema_text() -> str:

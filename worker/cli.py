@@ -51,6 +51,9 @@ def _input_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", nargs="?", default="-", help="a JSON document or NDJSON file; - (default) reads stdin")
 
 
+_STRICT_HELP = "also fail on fields the v1 contract does not define (the worker ignores them: typos go unseen)"
+
+
 def _dlq_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", choices=["decode", "contract", "normalise", "write"])
     parser.add_argument("--error-class", help="e.g. ContractError")
@@ -107,19 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--partitions", type=int, default=6, help="partitions of the event topic (default 6)")
     init.add_argument("--dlq-retention-days", type=int, default=30, help="dead-letter retention (default 30 days)")
     init.add_argument("--replication-factor", type=int, default=1)
-    _input_arg(
-        _add(
-            sub,
-            "normalize",
-            normalize_command,
-            "print what Claire will store from events",
-        )
-    )
+    normalize = _add(sub, "normalize", normalize_command, "print what Claire will store from events")
+    _input_arg(normalize)
+    normalize.add_argument("--strict", action="store_true", help=_STRICT_HELP)
     _add(sub, "schema", schema_command, "print the v1 JSON Schema")
     publish = _add(sub, "publish", publish_command, "validate events and publish them to the topic")
     _input_arg(publish)
     publish.add_argument("--allow-invalid", action="store_true", help="publish invalid events too (tests the DLQ path)")
     publish.add_argument("--topic", help="default: KAFKA_TOPIC")
+    publish.add_argument("--strict", action="store_true", help=_STRICT_HELP + "; nothing is published")
     erase = _add(sub, "erase", erase_command, "AVG/GDPR: erase one person's personal data")
     erase.add_argument("--dealer", required=True)
     who = erase.add_mutually_exclusive_group(required=True)

@@ -21,6 +21,24 @@ MAX_MESSAGE_CHARS = 500
 # large invalid record is refused as MessageSizeTooLarge, retried as a TransientError forever, and blocks its partition.
 MAX_LETTER_BYTES = 16 * 1024 * 1024
 
+# Every dlq.* header a letter can carry, and what it means: the dead-letter channel of schemas/asyncapi.yaml is
+# generated from this (dev/asyncapi.py), and a test checks that letter_headers writes exactly these names.
+MEANINGS: dict[str, str] = {
+    "dlq.original.topic": "Topic of the record that failed.",
+    "dlq.original.partition": "Partition of the record that failed (decimal).",
+    "dlq.original.offset": "Offset of the record that failed (decimal); the letter is identified by the three.",
+    "dlq.original.timestamp": "Kafka timestamp of the record that failed, milliseconds since the epoch (decimal).",
+    "dlq.stage": "Where it failed: decode (not UTF-8 JSON, or a null value), contract (not a v1 event), normalise "
+    "(no storable values), write (PostgreSQL refused the row).",
+    "dlq.error.class": "The worker's error class, one per stage.",
+    "dlq.error.message": "Why: a JSON path and a reason, or a rule or SQLSTATE; never a value from the record.",
+    "dlq.failed_at": "When the worker dead-lettered it (RFC 3339, milliseconds).",
+    "dlq.worker.version": "The worker build that dead-lettered it.",
+    REPLAY_COUNT: "How often this record had been replayed (carsys-ingest dlq replay) before it failed (again).",
+    VALUE_OMITTED: "Only when the letter was too large for the dead-letter topic: the value's size in bytes; the "
+    "letter then has no value, and the record stays in the source topic at the dlq.original.* coordinates.",
+}
+
 
 def worker_version() -> str:
     try:

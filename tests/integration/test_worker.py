@@ -154,6 +154,9 @@ async def test_mixed_stream_dead_letters_bad_records_byte_identical(
         assert headers["dlq.replay.count"] == b"0"
         for name in ("dlq.original.partition", "dlq.original.timestamp", "dlq.failed_at", "dlq.worker.version"):
             assert headers[name]
+    # A later contract version (docs/contract.md, versioning) is a contract letter saying so, replayed after an upgrade.
+    future = dict(by_key[b"dealer-bad/" + str(len(POISON)).encode()].headers)["dlq.error.message"]
+    assert future == b"$.schema_version: unsupported schema version (this worker reads version 1)"
     expected.assert_no_personal_data(worker.log_text() + repr([x.headers for x in letters]), valid)
 
 

@@ -22,22 +22,11 @@ EXAMPLES = sorted((SCHEMAS / "examples").glob("*.json"))
 INVALID = sorted((SCHEMAS / "examples" / "invalid").glob("*.json"))
 VALIDATOR = jsonschema.Draft202012Validator(json_schema(), format_checker=jsonschema.FormatChecker())
 
-EXPECTED_REASONS = {
-    "bad-registration-date.json": "$.appointment.vehicle.first_registration_date: expected an ISO date (YYYY-MM-DD)",
-    "dealer-id-too-long.json": "$.dealer_id: must be at most 64 characters",
-    "dealer-id-with-slash.json": (
-        "$.dealer_id: expected a dealer id: letters, digits and . _ - : beginning with a letter or digit"
-    ),
-    "event-id-not-a-uuid.json": "$.event_id: expected a UUID",
-    "missing-dms-number.json": "$.appointment.dms_number: required field is missing",
-    "occurred-at-without-offset.json": "$.occurred_at: expected an RFC 3339 timestamp with offset (e.g. +01:00 or Z)",
-    "person-id-not-a-string.json": "$.appointment.persons[0].id: expected a string, got an integer",
-    "price-not-a-number.json": "$.appointment.interventions[0].price: expected a decimal number",
-    "schema-version-2.json": "$.schema_version: unsupported schema version (this worker reads version 1)",
-    "unknown-event-type.json": (
-        "$.event_type: unknown event type (expected appointment.upserted or appointment.deleted)"
-    ),
-}
+
+def _reason(example: Path) -> str:
+    """The reason the worker gives, as written next to the example (tests/unit/test_contract_examples.py)."""
+    lines = example.with_suffix(".reason.txt").read_text(encoding="utf-8").splitlines()
+    return next(line.removeprefix("dlq.error.message: ") for line in lines if line.startswith("dlq.error.message: "))
 
 
 def _load(path: Path) -> Any:
@@ -83,7 +72,7 @@ def test_schema_is_a_valid_draft_2020_12_schema() -> None:
 def test_there_are_examples_of_every_kind() -> None:
     names = {p.name for p in EXAMPLES}
     assert {"upsert-rich.json", "upsert-minimal.json", "delete.json"} <= names
-    assert {p.name for p in INVALID} == set(EXPECTED_REASONS)
+    assert len(INVALID) >= 10
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -97,7 +86,7 @@ def test_every_invalid_example_is_rejected_by_schema_and_decoder(path: Path) -> 
     assert not VALIDATOR.is_valid(_load(path))
     with pytest.raises(NotV1) as info:
         decode(path.read_bytes())
-    assert str(info.value) == EXPECTED_REASONS[path.name]
+    assert str(info.value) == _reason(path)
 
 
 def test_rich_example_has_three_persons_with_all_fields() -> None:

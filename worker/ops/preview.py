@@ -11,6 +11,7 @@ import sys
 import msgspec
 
 from schemas.decoder import schema_text
+from schemas.strict import unknown_fields
 from worker.errors import ContractError, DecodeError, NormaliseError
 from worker.normalise.normaliser import normalise, to_contract_shape
 from worker.normalise.records import decode_value
@@ -18,22 +19,39 @@ from worker.ops.inputs import documents, read_input
 
 
 def normalize_command(args: argparse.Namespace) -> int:
-    """``carsys-ingest normalize [FILE|-]``: print what Claire will store from each event; exit 1 on any error."""
+    """``carsys-ingest normalize [--strict] [FILE|-]``: print what Claire will store from each event; exit 1 on any
+    error, and with ``--strict`` also on any field the contract does not define (the worker ignores those)."""
     try:
         data = read_input(args.file)
     except OSError as exc:
         print(f"carsys-ingest normalize: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
-    failed = 0
-    for where, value in documents(data):
-        try:
-            out = to_contract_shape(normalise(decode_value(value)))
-        except (DecodeError, ContractError, NormaliseError) as exc:
-            failed += 1
-            print(f"{where}{': ' if where else ''}{type(exc).__name__}: {exc}", file=sys.stderr)
-            continue
-        sys.stdout.buffer.write(msgspec.json.encode(out) + b"\n")
+    strict: bool = getattr(args, "strict", False)
+    failed = sum(not _preview(where, value, strict=strict) for where, value in documents(data))
     return 1 if failed else 0
+
+
+def unknown_field_warning(path: str) -> str:
+    return f"unknown field {path}: not in the v1 contract, the worker ignores it (a typo?)"
+
+
+def _preview(where: str, value: bytes, *, strict: bool) -> bool:
+    """Print one event as Claire will store it, or why not; whether it passed (with ``strict``: and has no unknown
+    fields)."""
+    prefix = f"{where}: " if where else ""
+    ok = True
+    try:
+        out = to_contract_shape(normalise(decode_value(value)))
+    except (DecodeError, ContractError, NormaliseError) as exc:
+        ok = False
+        print(f"{prefix}{type(exc).__name__}: {exc}", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(msgspec.json.encode(out) + b"\n")
+    # After the error: a misspelt required field explains the "required field is missing" above it.
+    unknown = unknown_fields(value) if strict else []
+    for path in unknown:
+        print(f"{prefix}{unknown_field_warning(path)}", file=sys.stderr)
+    return ok and not unknown
 
 
 def schema_command(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ import msgspec
 from aiokafka import AIOKafkaProducer
 
 from schemas.contract import record_key
+from schemas.strict import unknown_fields
 from worker import config
 from worker.errors import PermanentError
 from worker.normalise.records import decode_value
@@ -47,11 +48,18 @@ def fallback_key(value: bytes) -> bytes | None:
     return None
 
 
-def prepare(where: str, value: bytes) -> Prepared:
+def prepare(where: str, value: bytes, *, strict: bool = False) -> Prepared:
+    """One event ready to produce, or invalid with the decoder's reason; with ``strict``, fields the contract does
+    not define (which the worker ignores) make it invalid too."""
     try:
         event = decode_value(value)
     except PermanentError as exc:
         return Prepared(where, fallback_key(value), value, f"{type(exc).__name__}: {exc}")
+    unknown = unknown_fields(value) if strict else []
+    if unknown:
+        return Prepared(
+            where, record_key(event), value, f"unknown field(s), ignored by the worker: {', '.join(unknown)}"
+        )
     return Prepared(where, record_key(event), value)
 
 
@@ -76,7 +84,8 @@ def _label(p: Prepared) -> str:
 def publish_command(args: argparse.Namespace) -> int:
     settings = config.from_env()
     try:
-        prepared = [prepare(where, value) for where, value in documents(read_input(args.file))]
+        strict: bool = getattr(args, "strict", False)
+        prepared = [prepare(where, value, strict=strict) for where, value in documents(read_input(args.file))]
     except OSError as exc:
         print(f"carsys-ingest publish: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2

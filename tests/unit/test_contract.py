@@ -10,7 +10,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from schemas.contract import AppointmentDeleted, AppointmentUpserted, record_key
@@ -261,6 +261,10 @@ def test_contract_errors_never_quote_the_value(value: str, field: str) -> None:
     doc[field] = value if field != "dealer_id" else value * 30
     message = _message_or_none(doc)
     if message is not None:
+        # A value that is a word of the message itself (e.g. "int" in "appointment") proves nothing either way.
+        neutral = copy.deepcopy(_RICH)
+        neutral[field] = "\u00a7" * 40
+        assume(value not in (_message_or_none(neutral) or ""))
         assert value not in message
         assert message.startswith(f"$.{field}: ")
 

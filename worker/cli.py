@@ -76,7 +76,8 @@ def _dlq_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         dsub,
         "replay",
         replay_command,
-        "republish matching letters to their source topic",
+        "republish matching letters to their source topic (writes dlq_replays: the runtime database role suffices;"
+        " Kafka: read the dead-letter topic, write the source topic)",
     )
     _dlq_filters(replay)
     replay.add_argument("--dry-run", action="store_true", help="decode and normalise only; produce nothing")
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "migrate",
         migrate_command,
-        "apply pending SQL migrations (safe to run concurrently)",
+        "apply pending SQL migrations (safe to run concurrently; needs the owner database role)",
     )
     init = _add(sub, "init", init_command, "create the topics (and the dead-letter topic) and migrate")
     init.add_argument("--partitions", type=int, default=6, help="partitions of the event topic (default 6)")
@@ -120,7 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     _input_arg(publish)
     publish.add_argument("--allow-invalid", action="store_true", help="publish invalid events too (tests the DLQ path)")
     publish.add_argument("--topic", help="default: KAFKA_TOPIC")
-    erase = _add(sub, "erase", erase_command, "AVG/GDPR: erase one person's personal data")
+    erase = _add(
+        sub,
+        "erase",
+        erase_command,
+        "AVG/GDPR: erase one person's personal data (UPDATEs the tables: the runtime database role suffices)",
+    )
     erase.add_argument("--dealer", required=True)
     who = erase.add_mutually_exclusive_group(required=True)
     who.add_argument("--person-id")
@@ -130,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "skip",
         skip_command,
-        "skip a record batch the worker cannot decode (it holds the partition there): moves the group past it",
+        "skip a record batch the worker cannot decode (it holds the partition there): moves the group past it"
+        " (writes consumer_offsets: the runtime database role suffices)",
     )
     skip.add_argument("--partition", type=int, required=True, help="partition of KAFKA_TOPIC, as the worker printed")
     skip.add_argument("--offset", type=int, required=True, help="first offset of the batch, as the worker printed")

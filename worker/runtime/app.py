@@ -73,7 +73,7 @@ async def _started(*clients: Any) -> AsyncIterator[None]:
 
 
 async def run(settings: config.Settings) -> None:
-    await _migrate_with_retry(settings.database_url)
+    await _schema_ready(settings)
     pool = await open_pool(settings)
     metrics, health = Metrics(), Health(stall_timeout_s=settings.health_stall_timeout_s)
     store = Store(
@@ -138,6 +138,15 @@ async def _run_until_signal(consumer: Consumer, shutdown_timeout_s: float) -> No
         await asyncio.wait_for(task, timeout=shutdown_timeout_s)
     except TimeoutError:
         log.warning("shutdown timeout: in-flight batch cancelled, nothing of it committed")
+
+
+async def _schema_ready(settings: config.Settings) -> None:
+    if settings.migrate_on_start:
+        await _migrate_with_retry(settings.database_url)
+    else:
+        # The runtime role: never DDL, only the read-only check that the owner has migrated.
+        await _when_database_answers(lambda: migrations.check_current(settings.database_url))
+        log.info("schema current", migrate_on_start=False)
 
 
 async def _migrate_with_retry(dsn: str) -> None:

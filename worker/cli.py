@@ -25,7 +25,7 @@ from worker.ops.preview import normalize_command, schema_command
 from worker.ops.publisher import publish_command
 from worker.ops.replay import replay_command
 from worker.ops.skip import skip_command
-from worker.runtime import batches
+from worker.runtime import batches, failures
 from worker.runtime.app import init_command, run_command
 from worker.runtime.migrations import migrate_command
 
@@ -152,7 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler: Handler = args.handler
         return handler(args)
     except Exception as exc:
-        code = _report(exc)
+        # aiokafka and asyncpg hide a refused login or an untrusted certificate behind generic errors.
+        code = _report(failures.explained(exc))
         if code is None:
             raise
         return code

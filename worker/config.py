@@ -188,6 +188,16 @@ _CHECKS: list[tuple[str, Callable[[Settings], bool], str]] = [
         "and KAFKA_SASL_PASSWORD are required with KAFKA_SASL_MECHANISM",
     ),
     (
+        "DATABASE_URL",
+        lambda s: _dsn_files_exist(s.database_url),
+        "names an sslrootcert, sslcert or sslkey file that does not exist",
+    ),
+    (
+        "KAFKA_SSL_CAFILE",
+        lambda s: s.kafka_ssl_cafile is None or os.path.isfile(s.kafka_ssl_cafile),
+        "must name a readable PEM file (the CA that signed the brokers' certificates)",
+    ),
+    (
         "KAFKA_SASL_MECHANISM",
         lambda s: (
             s.kafka_allow_plaintext_password
@@ -197,6 +207,12 @@ _CHECKS: list[tuple[str, Callable[[Settings], bool], str]] = [
         " KAFKA_ALLOW_PLAINTEXT_PASSWORD=true to accept that",
     ),
 ]
+
+
+def _dsn_files_exist(dsn: str) -> bool:
+    # asyncpg would report a missing file as a bare FileNotFoundError on every connection attempt.
+    query = dict(parse_qsl(urlsplit(dsn).query))
+    return all(os.path.isfile(query[k]) for k in ("sslrootcert", "sslcert", "sslkey") if k in query)
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> Settings:

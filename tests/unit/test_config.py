@@ -196,3 +196,13 @@ def test_settings_repr_hides_the_secrets() -> None:
     assert "sasl-secret" not in text
     assert "postgresql://u:***@h/db" in text
     assert "kafka_sasl_username='u'" in text
+
+
+def test_files_a_setting_names_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="KAFKA_SSL_CAFILE"):
+        config.from_env({**BASE, "KAFKA_SSL_CAFILE": str(tmp_path / "missing.pem")})
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        config.from_env({**BASE, "DATABASE_URL": f"postgresql://u@h/db?sslrootcert={tmp_path / 'missing.pem'}"})
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    dsn = f"postgresql://u@h/db?sslmode=verify-full&sslrootcert={tmp_path / 'ca.pem'}"
+    assert config.from_env({**BASE, "DATABASE_URL": dsn}).database_url == dsn

@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 import itertools
 import re
+import ssl
 import sys
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import msgspec
 
 from worker.config import database_url_from_env
 from worker.errors import DeploymentError, MigrationError
+from worker.runtime.failures import database_tls_refusal
 
 # pg_advisory_lock key: any constant shared by every replica; derived from the name so it does not collide with
 # keys other software may use in the same database.
@@ -168,6 +170,8 @@ def migrate_command(args: argparse.Namespace) -> int:
     except MigrationError as exc:
         sys.stderr.write(f"carsys-ingest migrate: {exc}\n")
         return 1
+    except ssl.SSLError as exc:  # a CA that does not match: the command line's one line and exit code (6)
+        raise (database_tls_refusal(exc, dsn) or exc) from None
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         # The message may name the host, never data; the DSN itself (with its password) is not printed.
         sys.stderr.write(f"carsys-ingest migrate: database error: {type(exc).__name__}: {exc}\n")

@@ -4,7 +4,6 @@ match refused in one line (exit 6)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys

@@ -7,7 +7,7 @@ UV := $(BOOTSTRAP)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := python3
 
-.PHONY: help venv test unit demo bench lint format stack-up stack-down clean
+.PHONY: help venv test unit demo bench lint audit format stack-up stack-down clean
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -39,6 +39,9 @@ lint: venv  ## ruff, ruff format --check, mypy --strict, the dependency rule
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 	.venv/bin/lint-imports --no-cache
+
+audit: venv  ## pip-audit against uv.lock (fails on a known vulnerability; says loudly when it could not check)
+	UV=$(UV) .venv/bin/python -m dev.audit
 
 format: venv  ## apply ruff's fixes and formatting
 	.venv/bin/ruff check --fix .

@@ -12,7 +12,7 @@ ASYNCAPI_TOOLS := dev/asyncapi-tools
 ASYNCAPI_LOCK_SHA := $(shell cat $(ASYNCAPI_TOOLS)/package.json $(ASYNCAPI_TOOLS)/package-lock.json | sha256sum | cut -c1-12)
 ASYNCAPI_CACHE := $(HOME)/.cache/carsys-ingest/asyncapi-parser-$(ASYNCAPI_LOCK_SHA)
 
-.PHONY: help venv test unit demo bench lint format asyncapi stack-up stack-down clean
+.PHONY: help venv test unit demo bench lint audit format asyncapi stack-up stack-down clean
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -57,6 +57,9 @@ asyncapi: $(ASYNCAPI_CACHE)/.installed  ## validate schemas/asyncapi.yaml with t
 	node $(ASYNCAPI_TOOLS)/validate.cjs $(ASYNCAPI_CACHE) schemas/asyncapi.yaml
 	@# The copy the unit tests validate with (tests/unit/test_asyncapi.py) is the pinned package's own.
 	cmp $(ASYNCAPI_TOOLS)/asyncapi-3.0.0.schema.json '$(ASYNCAPI_CACHE)/node_modules/@asyncapi/specs/schemas/3.0.0-without-$$id.json'
+
+audit: venv  ## pip-audit against uv.lock (fails on a known vulnerability; says loudly when it could not check)
+	UV=$(UV) .venv/bin/python -m dev.audit
 
 format: venv  ## apply ruff's fixes and formatting
 	.venv/bin/ruff check --fix .

@@ -1,7 +1,7 @@
 """The local stack without Docker: a real Apache Kafka broker (KRaft) and a real PostgreSQL server.
 
-    python -m dev.stack up   [--name NAME]   start both (or reuse KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL)
-    python -m dev.stack env  [--name NAME]   print the environment to talk to it (eval-able)
+    python -m dev.stack up   [--name NAME] [--secure]   start both (or reuse KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL)
+    python -m dev.stack env  [--name NAME] [--secure]   print the environment to talk to it (eval-able)
     python -m dev.stack status [--name NAME]
     python -m dev.stack down [--name NAME]   stop both and delete their data
 
@@ -9,7 +9,13 @@ Kafka comes from Apache Kafka's own jars on Maven Central (resolved once with Ma
 runs with ``java`` as a single KRaft broker+controller on 127.0.0.1. PostgreSQL is a throwaway cluster made with the
 installed server binaries (initdb/pg_ctl). Data lives under /tmp/carsys-ingest-stack/NAME, outside the repository.
 
-Standard library only: it runs before the virtualenv exists, and the tests import it (tests/conftest.py).
+``--secure`` adds what production has (docs/security.md): a SASL_SSL listener (SCRAM-SHA-512, users created when the
+storage is formatted) next to the plaintext one, and PostgreSQL with ``ssl=on``; both use a throwaway CA and server
+certificate made for the run (dev/certs.py). ``env --secure`` prints the worker's variables for the secured listener
+and a ``sslmode=verify-full`` DSN.
+
+Standard library only (``--secure`` imports dev/certs.py, which needs the virtualenv): it runs before the virtualenv
+exists, and the tests import it (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import glob
 import json
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import socket
@@ -113,16 +120,44 @@ def kafka_libs() -> Path:
     return libs
 
 
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+
+
 @dataclass
 class KafkaNode:
     dir: str
     port: int
     controller_port: int
     pid: int | None = None
+    # The secured listener (SASL_SSL, SCRAM-SHA-512), when started with --secure.
+    sasl_port: int | None = None
+    tls_bundle: str | None = None  # PEM: the broker's key and certificate
+    scram_users: dict[str, str] | None = None  # name -> password, created when the storage is formatted
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.sasl_port}"
+
+    def _secure_props(self) -> dict[str, str]:
+        if not self.sasl_port:
+            return {}
+        listener = "listener.name.sasl_ssl"
+        return {
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},SASL_SSL://127.0.0.1:{self.sasl_port},"
+            f"CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port},SASL_SSL://127.0.0.1:{self.sasl_port}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL",
+            "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+            f"{listener}.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            ),
+            f"{listener}.ssl.keystore.type": "PEM",
+            f"{listener}.ssl.keystore.location": str(self.tls_bundle),
+        }
 
     def _write_config(self) -> Path:
         d = Path(self.dir)
@@ -147,6 +182,7 @@ class KafkaNode:
             # A test stack: rebalances should not wait for stragglers that will never come.
             "group.initial.rebalance.delay.ms": "0",
         }
+        props.update(self._secure_props())
         path = d / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         (d / "log4j2.properties").write_text(
@@ -172,6 +208,9 @@ class KafkaNode:
             "-c",
             str(config),
         ]
+        for user, password in (self.scram_users or {}).items():
+            # Kafka's own way to create SCRAM users on a KRaft cluster before it first starts.
+            cmd += ["--add-scram", f"{SCRAM_MECHANISM}=[name={user},password={password}]"]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise StackError(f"Kafka storage format failed:\n{result.stdout}{result.stderr}")
@@ -190,7 +229,8 @@ class KafkaNode:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise StackError(f"Kafka exited with {proc.returncode}; see {d / 'stdout.log'} and {log}")
-            if log.exists() and "Kafka Server started" in log.read_text(errors="replace") and _port_open(self.port):
+            started = log.exists() and "Kafka Server started" in log.read_text(errors="replace")
+            if started and _port_open(self.port) and (not self.sasl_port or _port_open(self.sasl_port)):
                 return
             time.sleep(0.25)
         raise StackError(f"Kafka did not start within {timeout_s:.0f}s; see {log}")
@@ -234,6 +274,9 @@ class PostgresNode:
     dir: str
     port: int
     fast: bool = False
+    # ssl=on with this certificate and key (PEM), when started with --secure.
+    ssl_cert: str | None = None
+    ssl_key: str | None = None
 
     @property
     def admin_dsn(self) -> str:
@@ -270,6 +313,8 @@ class PostgresNode:
         if self.fast:
             # Throwaway test data: durability buys nothing here and costs seconds per test module.
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        if self.ssl_cert and self.ssl_key:
+            options += f" -c ssl=on -c ssl_cert_file={self.ssl_cert} -c ssl_key_file={self.ssl_key}"
         data, log = Path(self.dir) / "data", Path(self.dir) / "postgres.log"
         self._run(
             str(pg_bin() / "pg_ctl"),
@@ -306,6 +351,7 @@ class Stack:
     database_url: str
     kafka: KafkaNode | None = None
     postgres: PostgresNode | None = None
+    ca_file: str | None = None  # the run's CA, when started with --secure
 
     @property
     def state_file(self) -> Path:
@@ -313,6 +359,23 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         return {"KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap, "DATABASE_URL": self.database_url}
+
+    def secure_env(self) -> dict[str, str]:
+        """The worker's variables for the secured listener and a verify-full DSN (what --secure started)."""
+        env = self.env()
+        if self.kafka and self.kafka.sasl_port and self.kafka.scram_users:
+            user, password = next(iter(self.kafka.scram_users.items()))
+            env.update(
+                KAFKA_BOOTSTRAP_SERVERS=self.kafka.sasl_bootstrap,
+                KAFKA_SECURITY_PROTOCOL="SASL_SSL",
+                KAFKA_SASL_MECHANISM=SCRAM_MECHANISM,
+                KAFKA_SASL_USERNAME=user,
+                KAFKA_SASL_PASSWORD=password,
+                KAFKA_SSL_CAFILE=str(self.ca_file),
+            )
+        if self.postgres and self.postgres.ssl_cert:
+            env["DATABASE_URL"] = f"{self.database_url}?sslmode=verify-full&sslrootcert={self.ca_file}"
+        return env
 
     def save(self) -> None:
         self.state_file.write_text(json.dumps(asdict(self), indent=2))
@@ -337,7 +400,26 @@ class Stack:
         shutil.rmtree(STATE_ROOT / self.name, ignore_errors=True)
 
 
-def up(name: str = "default", *, fast: bool = False, environ: dict[str, str] | None = None) -> Stack:
+def _secure(root: Path, stack: Stack) -> None:
+    """TLS material for the run, and the SCRAM user: attached to the nodes before they are started."""
+    from dev.certs import make_server_tls  # needs the virtualenv (cryptography); only --secure pays for it
+
+    tls = make_server_tls(root / "tls")
+    stack.ca_file = str(tls.ca)
+    if stack.postgres:
+        if os.geteuid() == 0:  # PostgreSQL refuses a key file it does not own
+            for path in (tls.key, tls.cert):
+                shutil.chown(path, "postgres")
+        stack.postgres.ssl_cert, stack.postgres.ssl_key = str(tls.cert), str(tls.key)
+    if stack.kafka:
+        stack.kafka.sasl_port = free_port()
+        stack.kafka.tls_bundle = str(tls.bundle)
+        stack.kafka.scram_users = {"carsys": uuid.uuid4().hex}
+
+
+def up(
+    name: str = "default", *, fast: bool = False, secure: bool = False, environ: dict[str, str] | None = None
+) -> Stack:
     """Start PostgreSQL and Kafka (each unless already given in the environment) and return how to reach them."""
     env = dict(os.environ if environ is None else environ)
     existing = Stack.load(name)
@@ -355,13 +437,17 @@ def up(name: str = "default", *, fast: bool = False, environ: dict[str, str] | N
     try:
         if not stack.database_url:
             stack.postgres = PostgresNode(dir=str(root / "pg"), port=free_port(), fast=fast)
+        if not stack.kafka_bootstrap:
+            stack.kafka = KafkaNode(dir=str(root / "kafka"), port=free_port(), controller_port=free_port())
+        if secure:
+            _secure(root, stack)
+        if stack.postgres:
             stack.postgres.init()
             stack.postgres.start()
             stack.database_url = stack.postgres.create_database("carsys")
-        if not stack.kafka_bootstrap:
+        if stack.kafka:
             libs = kafka_libs()
             (root / "kafka").mkdir()
-            stack.kafka = KafkaNode(dir=str(root / "kafka"), port=free_port(), controller_port=free_port())
             stack.kafka.format(libs)
             stack.kafka.start(libs)
             stack.kafka_bootstrap = stack.kafka.bootstrap
@@ -377,10 +463,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "down", "env", "status"])
     parser.add_argument("--name", default="default", help="several stacks can run side by side")
     parser.add_argument("--fast", action="store_true", help="PostgreSQL without fsync (tests)")
+    parser.add_argument(
+        "--secure",
+        action="store_true",
+        help="up: add a SASL_SSL listener and PostgreSQL TLS; env: print their variables",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
-            stack = up(args.name, fast=args.fast)
+            stack = up(args.name, fast=args.fast, secure=args.secure)
             print(f"stack {args.name!r} is up:", file=sys.stderr)
             args.command = "env"
         stack_or_none = Stack.load(args.name)
@@ -392,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
             stack.down()
             print(f"stack {args.name!r} stopped", file=sys.stderr)
         elif args.command == "env":
-            print("".join(f"export {k}={v}\n" for k, v in stack.env().items()), end="")
+            env = stack.secure_env() if args.secure else stack.env()
+            print("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()), end="")
         else:
             alive = {
                 "kafka": stack.kafka and _pid_alive(stack.kafka.pid),

@@ -57,3 +57,11 @@ def _normalised_values(event: Upsert) -> set[str]:
 def assert_no_personal_data(text: str, events: list[dict[str, Any]]) -> None:
     leaked = sorted(v for v in personal_values(events) if v in text)
     assert not leaked, f"{len(leaked)} personal values found in logs/headers"
+
+
+def assert_no_secrets(text: str, secrets: list[str]) -> None:
+    """No password (nor its URL-encoded form) anywhere in ``text``: logs, output, headers, metrics."""
+    from urllib.parse import quote
+
+    leaked = [i for i, s in enumerate(secrets) if s in text or quote(s, safe="") in text]
+    assert not leaked, f"secret(s) #{leaked} found in the output"  # the index, never the secret itself

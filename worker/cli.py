@@ -25,7 +25,7 @@ from worker.ops.preview import normalize_command, schema_command
 from worker.ops.publisher import publish_command
 from worker.ops.replay import replay_command
 from worker.ops.skip import skip_command
-from worker.runtime import batches
+from worker.runtime import batches, failures
 from worker.runtime.app import init_command, run_command
 from worker.runtime.migrations import migrate_command
 
@@ -79,7 +79,8 @@ def _dlq_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         dsub,
         "replay",
         replay_command,
-        "republish matching letters to their source topic",
+        "republish matching letters to their source topic (writes dlq_replays: the runtime database role suffices;"
+        " Kafka: read the dead-letter topic, write the source topic)",
     )
     _dlq_filters(replay)
     replay.add_argument("--dry-run", action="store_true", help="decode and normalise only; produce nothing")
@@ -104,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "migrate",
         migrate_command,
-        "apply pending SQL migrations (safe to run concurrently)",
+        "apply pending SQL migrations (safe to run concurrently; needs the owner database role)",
     )
     init = _add(sub, "init", init_command, "create the topics (and the dead-letter topic) and migrate")
     init.add_argument("--partitions", type=int, default=6, help="partitions of the event topic (default 6)")
@@ -119,7 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--allow-invalid", action="store_true", help="publish invalid events too (tests the DLQ path)")
     publish.add_argument("--topic", help="default: KAFKA_TOPIC")
     publish.add_argument("--strict", action="store_true", help=_STRICT_HELP + "; nothing is published")
-    erase = _add(sub, "erase", erase_command, "AVG/GDPR: erase one person's personal data")
+    erase = _add(
+        sub,
+        "erase",
+        erase_command,
+        "AVG/GDPR: erase one person's personal data (UPDATEs the tables: the runtime database role suffices)",
+    )
     erase.add_argument("--dealer", required=True)
     who = erase.add_mutually_exclusive_group(required=True)
     who.add_argument("--person-id")
@@ -129,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "skip",
         skip_command,
-        "skip a record batch the worker cannot decode (it holds the partition there): moves the group past it",
+        "skip a record batch the worker cannot decode (it holds the partition there): moves the group past it"
+        " (writes consumer_offsets: the runtime database role suffices)",
     )
     skip.add_argument("--partition", type=int, required=True, help="partition of KAFKA_TOPIC, as the worker printed")
     skip.add_argument("--offset", type=int, required=True, help="first offset of the batch, as the worker printed")
@@ -144,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler: Handler = args.handler
         return handler(args)
     except Exception as exc:
-        code = _report(exc)
+        # aiokafka and asyncpg hide a refused login or an untrusted certificate behind generic errors.
+        code = _report(failures.explained(exc))
         if code is None:
             raise
         return code

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Literal, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
@@ -33,9 +35,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: str | None = None
     kafka_ssl_cafile: str | None = None
+    kafka_allow_plaintext_password: bool = False
     database_url: str
     db_pool_min_size: int = 1
     db_pool_max_size: int = 4
+    migrate_on_start: bool = True
     batch_max_records: int = 2000
     batch_max_wait_ms: int = 200
     applied_event_retention_days: int = 14
@@ -47,6 +51,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     metrics_port: int = 9108
     log_level: str = "INFO"
     log_format: LogFormat = "auto"
+
+    def __repr__(self) -> str:
+        # A settings object can end up in a traceback or a debugger's output: never with its secrets.
+        shown = msgspec.structs.replace(
+            self,
+            database_url=redact_dsn(self.database_url),
+            kafka_sasl_password=None if self.kafka_sasl_password is None else MASK,
+        )
+        fields = ", ".join(f"{f}={getattr(shown, f)!r}" for f in self.__struct_fields__)
+        return f"Settings({fields})"
 
 
 # variable -> (field, meaning). The order is docs/deployment.md's.
@@ -74,13 +88,31 @@ VARIABLES: Mapping[str, tuple[str, str]] = {
     ),
     "KAFKA_SASL_USERNAME": ("kafka_sasl_username", "SASL user name."),
     "KAFKA_SASL_PASSWORD": ("kafka_sasl_password", "SASL password (never logged)."),
+    "KAFKA_SASL_PASSWORD_FILE": (
+        "kafka_sasl_password",
+        "File holding the SASL password (trailing newline stripped); instead of `KAFKA_SASL_PASSWORD`.",
+    ),
     "KAFKA_SSL_CAFILE": (
         "kafka_ssl_cafile",
         "PEM file with the CA that signed the brokers' certificates (SSL, SASL_SSL).",
     ),
+    "KAFKA_ALLOW_PLAINTEXT_PASSWORD": (
+        "kafka_allow_plaintext_password",
+        "Accept SASL `PLAIN` over `SASL_PLAINTEXT` (the password crosses the network unencrypted); refused otherwise.",
+    ),
     "DATABASE_URL": ("database_url", "PostgreSQL DSN, `postgresql://user:pass@host:port/db` (required)."),
+    "DATABASE_URL_FILE": (
+        "database_url",
+        "File holding the DSN (trailing newline stripped); instead of `DATABASE_URL`. TLS: add"
+        " `?sslmode=verify-full&sslrootcert=/path/ca.pem` to the DSN.",
+    ),
     "DB_POOL_MIN_SIZE": ("db_pool_min_size", "Connections the pool keeps open."),
     "DB_POOL_MAX_SIZE": ("db_pool_max_size", "Most connections the pool opens."),
+    "MIGRATE_ON_START": (
+        "migrate_on_start",
+        "`true`: `run` applies pending migrations (needs the owner role). `false`: it only checks the schema is"
+        " current and exits 3 if not (the runtime role).",
+    ),
     "BATCH_MAX_RECORDS": (
         "batch_max_records",
         "Most records fetched and written in one batch (one transaction).",
@@ -111,6 +143,13 @@ VARIABLES: Mapping[str, tuple[str, str]] = {
     "LOG_LEVEL": ("log_level", "`DEBUG`, `INFO`, `WARNING` or `ERROR`."),
     "LOG_FORMAT": ("log_format", "`json`, `console`, or `auto` (JSON lines unless stderr is a terminal)."),
 }
+
+# A secret may come from a file (a mounted Kubernetes Secret) instead of the environment: variable -> its _FILE.
+SECRET_FILES: Mapping[str, str] = {
+    "DATABASE_URL": "DATABASE_URL_FILE",
+    "KAFKA_SASL_PASSWORD": "KAFKA_SASL_PASSWORD_FILE",
+}
+MASK = "***"
 
 T = TypeVar("T")
 
@@ -148,20 +187,48 @@ _CHECKS: list[tuple[str, Callable[[Settings], bool], str]] = [
         lambda s: s.kafka_sasl_mechanism is None or bool(s.kafka_sasl_username and s.kafka_sasl_password),
         "and KAFKA_SASL_PASSWORD are required with KAFKA_SASL_MECHANISM",
     ),
+    (
+        "DATABASE_URL",
+        lambda s: _dsn_files_exist(s.database_url),
+        "names an sslrootcert, sslcert or sslkey file that does not exist",
+    ),
+    (
+        "KAFKA_SSL_CAFILE",
+        lambda s: s.kafka_ssl_cafile is None or os.path.isfile(s.kafka_ssl_cafile),
+        "must name a readable PEM file (the CA that signed the brokers' certificates)",
+    ),
+    (
+        "KAFKA_SASL_MECHANISM",
+        lambda s: (
+            s.kafka_allow_plaintext_password
+            or not (s.kafka_security_protocol == "SASL_PLAINTEXT" and s.kafka_sasl_mechanism == "PLAIN")
+        ),
+        "PLAIN over SASL_PLAINTEXT would send the password unencrypted: use SASL_SSL (or SCRAM), or set"
+        " KAFKA_ALLOW_PLAINTEXT_PASSWORD=true to accept that",
+    ),
 ]
+
+
+def _dsn_files_exist(dsn: str) -> bool:
+    # asyncpg would report a missing file as a bare FileNotFoundError on every connection attempt.
+    query = dict(parse_qsl(urlsplit(dsn).query))
+    return all(os.path.isfile(query[k]) for k in ("sslrootcert", "sslcert", "sslkey") if k in query)
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the settings. Raises ConfigError naming the first offending variable."""
-    env = os.environ if environ is None else environ
+    env = _with_secret_files(os.environ if environ is None else environ)
     raw: dict[str, str] = {}
     for var, (field, _) in VARIABLES.items():
-        value = env.get(var, "").strip()
-        if value:
+        value = env.get(var, "")
+        # A password is taken as written: spaces may be part of it.
+        value = value if var == "KAFKA_SASL_PASSWORD" else value.strip()
+        if value and var not in SECRET_FILES.values():
             raw[field] = value
     for required in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"):
         if VARIABLES[required][0] not in raw:
-            raise ConfigError(f"{required} is required but not set")
+            also = f" (nor {SECRET_FILES[required]})" if required in SECRET_FILES else ""
+            raise ConfigError(f"{required} is required but not set{also}")
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
@@ -188,12 +255,51 @@ def _name_variable(message: str) -> str:
     return message
 
 
+def _with_secret_files(env: Mapping[str, str]) -> Mapping[str, str]:
+    """``env`` with each ``*_FILE`` secret read into its variable. Both set is an error: which one would win?"""
+    resolved = dict(env)
+    for var, file_var in SECRET_FILES.items():
+        path = env.get(file_var, "").strip()
+        if not path:
+            continue
+        if env.get(var, "").strip():
+            raise ConfigError(f"{var} and {file_var} are both set: set only one")
+        resolved[var] = _read_secret(file_var, Path(path))
+    return resolved
+
+
+def _read_secret(file_var: str, path: Path) -> str:
+    try:
+        # Files written with `echo` or by editors end in a newline that is not part of the secret.
+        secret = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file_var}: cannot read {path} ({type(exc).__name__})") from None
+    if not secret:
+        raise ConfigError(f"{file_var}: {path} is empty")
+    return secret
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with its password (in the user part or a ``password=`` parameter) replaced by ``***``: the only form
+    in which a DSN is ever printed or logged."""
+    try:
+        parts = urlsplit(dsn)
+        netloc = parts.netloc
+        if parts.password is not None:
+            user, _, host = netloc.rpartition("@")
+            netloc = f"{user.partition(':')[0]}:{MASK}@{host}"
+        query = [(k, MASK if k == "password" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+        return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="/*")))
+    except ValueError:
+        return MASK  # not even a URL: nothing of it is safe to show
+
+
 def database_url_from_env(environ: Mapping[str, str] | None = None) -> str:
     """DATABASE_URL alone, validated as in ``from_env``: for commands that need only the database (``migrate``)."""
-    env = os.environ if environ is None else environ
+    env = _with_secret_files(os.environ if environ is None else environ)
     url = env.get("DATABASE_URL", "").strip()
     if not url:
-        raise ConfigError("DATABASE_URL is required but not set")
+        raise ConfigError("DATABASE_URL is required but not set (nor DATABASE_URL_FILE)")
     if not url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("DATABASE_URL must start with postgresql://")
     return url

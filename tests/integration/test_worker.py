@@ -125,11 +125,15 @@ async def test_mixed_stream_dead_letters_bad_records_byte_identical(
     mixed += records(valid[len(poison) * 5 :])
     await produce(kafka_bootstrap, topic, mixed, headers=[("traceparent", b"00-abc-01")])
 
-    worker = start_worker(
-        tmp_path, "w", bootstrap=kafka_bootstrap, database_url=fresh_database_url, topic=topic, group=topic
-    )
+    # A password in the DSN (the test server trusts local connections and ignores it): it must never be shown.
+    secret = f"pw-{uuid.uuid4().hex}"
+    with_secret = fresh_database_url.replace("postgresql://postgres@", f"postgresql://postgres:{secret}@")
+    assert secret in with_secret
+    worker = start_worker(tmp_path, "w", bootstrap=kafka_bootstrap, database_url=with_secret, topic=topic, group=topic)
+    metrics_body = ""
     try:
         await eventually(lambda: _equals(applied_count(fresh_database_url), len(valid)), timeout_s=90)
+        metrics_body = worker.get("/metrics")[1]
         letters = []
         for _ in range(40):
             letters = await read_all(kafka_bootstrap, f"{topic}.dlq")
@@ -158,6 +162,8 @@ async def test_mixed_stream_dead_letters_bad_records_byte_identical(
     future = dict(by_key[b"dealer-bad/" + str(len(POISON)).encode()].headers)["dlq.error.message"]
     assert future == b"$.schema_version: unsupported schema version (this worker reads version 1)"
     expected.assert_no_personal_data(worker.log_text() + repr([x.headers for x in letters]), valid)
+    assert "carsys_events_applied_total" in metrics_body
+    expected.assert_no_secrets(worker.log_text() + repr([x.headers for x in letters]) + metrics_body, [secret])
 
 
 async def test_postgres_outage_is_waited_out_without_dead_letters(

@@ -108,3 +108,101 @@ def test_nothing_else_reads_the_environment() -> None:
         if p.name != "config.py" and re.search(r"os\.environ|os\.getenv", p.read_text())
     ]
     assert offenders == []
+
+
+SCRAM = {
+    "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+    "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+    "KAFKA_SASL_USERNAME": "u",
+}
+
+
+def test_secrets_are_read_from_their_files_without_the_trailing_newline(tmp_path: Path) -> None:
+    (tmp_path / "dsn").write_text("postgresql://u:dsn-secret@h/db\n")
+    (tmp_path / "pw").write_text(" pass word \r\n")
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": "k:9092",
+        "DATABASE_URL_FILE": str(tmp_path / "dsn"),
+        "KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "pw"),
+        **SCRAM,
+    }
+    s = config.from_env(env)
+    assert s.database_url == "postgresql://u:dsn-secret@h/db"
+    assert s.kafka_sasl_password == " pass word "  # only the newline goes: spaces may be part of a password
+    assert config.database_url_from_env(env) == s.database_url
+
+
+@pytest.mark.parametrize(("var", "file_var"), list(config.SECRET_FILES.items()))
+def test_a_secret_and_its_file_together_is_an_error_naming_both(var: str, file_var: str, tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("x\n")
+    env = {
+        **BASE,
+        **SCRAM,
+        "KAFKA_SASL_PASSWORD": "p",
+        var: "postgresql://u:p@h/db",
+        file_var: str(tmp_path / "secret"),
+    }
+    with pytest.raises(ConfigError, match=f"{var} and {file_var}"):
+        config.from_env(env)
+
+
+@pytest.mark.parametrize("content", [None, ""])
+def test_a_missing_or_empty_secret_file_names_the_variable(content: str | None, tmp_path: Path) -> None:
+    path = tmp_path / "pw"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match="KAFKA_SASL_PASSWORD_FILE"):
+        config.from_env({**BASE, **SCRAM, "KAFKA_SASL_PASSWORD_FILE": str(path)})
+
+
+def test_plain_over_plaintext_is_refused_unless_explicitly_allowed() -> None:
+    env = {**BASE, **SCRAM, "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM": "PLAIN"}
+    with pytest.raises(ConfigError, match="KAFKA_ALLOW_PLAINTEXT_PASSWORD"):
+        config.from_env({**env, "KAFKA_SASL_PASSWORD": "p"})
+    allowed = config.from_env({**env, "KAFKA_SASL_PASSWORD": "p", "KAFKA_ALLOW_PLAINTEXT_PASSWORD": "true"})
+    assert allowed.kafka_allow_plaintext_password is True
+    # SCRAM never sends the password itself, so it needs no opt-in.
+    config.from_env({**env, "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "KAFKA_SASL_PASSWORD": "p"})
+
+
+def test_migrate_on_start_defaults_to_true_and_reads_false() -> None:
+    assert config.from_env(BASE).migrate_on_start is True
+    assert config.from_env({**BASE, "MIGRATE_ON_START": "false"}).migrate_on_start is False
+    with pytest.raises(ConfigError, match="MIGRATE_ON_START"):
+        config.from_env({**BASE, "MIGRATE_ON_START": "perhaps"})
+
+
+@pytest.mark.parametrize(
+    ("dsn", "shown"),
+    [
+        ("postgresql://app:s3cr%40t@db:5432/carsys", "postgresql://app:***@db:5432/carsys"),
+        ("postgresql://app@db/carsys?sslmode=verify-full", "postgresql://app@db/carsys?sslmode=verify-full"),
+        (
+            "postgresql://db/carsys?user=app&password=s3cret&sslrootcert=/ca.pem",
+            "postgresql://db/carsys?user=app&password=***&sslrootcert=/ca.pem",
+        ),
+    ],
+)
+def test_a_dsn_is_shown_only_with_its_password_masked(dsn: str, shown: str) -> None:
+    assert config.redact_dsn(dsn) == shown
+
+
+def test_settings_repr_hides_the_secrets() -> None:
+    s = config.from_env(
+        {**BASE, **SCRAM, "DATABASE_URL": "postgresql://u:dsn-secret@h/db", "KAFKA_SASL_PASSWORD": "sasl-secret"}
+    )
+    text = repr(s) + str(s)
+    assert "dsn-secret" not in text
+    assert "sasl-secret" not in text
+    assert "postgresql://u:***@h/db" in text
+    assert "kafka_sasl_username='u'" in text
+
+
+def test_files_a_setting_names_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="KAFKA_SSL_CAFILE"):
+        config.from_env({**BASE, "KAFKA_SSL_CAFILE": str(tmp_path / "missing.pem")})
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        config.from_env({**BASE, "DATABASE_URL": f"postgresql://u@h/db?sslrootcert={tmp_path / 'missing.pem'}"})
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    dsn = f"postgresql://u@h/db?sslmode=verify-full&sslrootcert={tmp_path / 'ca.pem'}"
+    assert config.from_env({**BASE, "DATABASE_URL": dsn}).database_url == dsn

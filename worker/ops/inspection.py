@@ -81,8 +81,8 @@ async def _pending(consumer: AIOKafkaConsumer, ends: dict[Any, int]) -> list[Top
 async def read_letters(settings: config.Settings, filters: Filters) -> AsyncIterator[Letter]:
     """Every letter matching ``filters``, partition by partition in offset order, up to the snapshot's end."""
     consumer = consumer_for(settings, "dlq-reader")
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a consumer that failed to start still holds connections to close
         ends = await _seek(consumer, await _partitions(consumer, settings.kafka_dlq_topic, filters), filters)
         while pending := await _pending(consumer, ends):
             batch = await consumer.getmany(*pending, timeout_ms=_FETCH_TIMEOUT_MS)

@@ -68,8 +68,8 @@ async def produce(settings: config.Settings, topic: str, records: Sequence[Prepa
     producer = AIOKafkaProducer(
         **kafka_options(settings), client_id=f"{settings.kafka_client_id}-publish", **producer_options()
     )
-    await producer.start()
     try:
+        await producer.start()  # inside: a producer that failed to start still holds connections to close
         futures: list[Any] = [await producer.send(topic, value=r.value, key=r.key) for r in records]
         for future in futures:
             await future

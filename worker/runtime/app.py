@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -21,7 +22,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from worker import config
 from worker.errors import TransientError
 from worker.headers import MAX_LETTER_BYTES
-from worker.runtime import logs, migrations, retry
+from worker.runtime import failures, logs, migrations, retry
 from worker.runtime.consumer import Consumer
 from worker.runtime.deadletters import DeadLetterProducer
 from worker.runtime.health import Health, HealthServer
@@ -36,12 +37,14 @@ T = TypeVar("T")
 _UNREACHABLE = (OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError)
 
 
-async def _when_database_answers(connect: Callable[[], Awaitable[T]]) -> T:
+async def _when_database_answers(connect: Callable[[], Awaitable[T]], dsn: str = "") -> T:
     """``connect()``, retried with the retry policy while the database is still starting or unreachable."""
     async for attempt in retry.policy(attempts=30, deadline_s=120, max_backoff_s=5):
         with attempt:
             try:
                 return await connect()
+            except ssl.SSLError as exc:  # an OSError, but a certificate does not get trusted by waiting
+                raise (failures.database_tls_refusal(exc, dsn) or exc) from None
             except _UNREACHABLE as exc:
                 raise TransientError(f"database unreachable: {type(exc).__name__}") from None
     raise AssertionError("unreachable: the retry policy re-raises")
@@ -54,26 +57,26 @@ async def open_pool(settings: config.Settings) -> asyncpg.Pool:
             min_size=settings.db_pool_min_size,
             max_size=settings.db_pool_max_size,
             command_timeout=settings.retry_attempt_timeout_s,
-        )
+        ),
+        settings.database_url,
     )
 
 
 @contextlib.asynccontextmanager
 async def _started(*clients: Any) -> AsyncIterator[None]:
-    started: list[Any] = []
     try:
         for client in clients:
             await client.start()
-            started.append(client)
         yield
     finally:
-        for client in reversed(started):
+        # Every one: a client that failed to start, or never got to, must still be closed (aiokafka warns otherwise).
+        for client in reversed(clients):
             with contextlib.suppress(Exception):
                 await client.stop()
 
 
 async def run(settings: config.Settings) -> None:
-    await _migrate_with_retry(settings.database_url)
+    await _schema_ready(settings)
     pool = await open_pool(settings)
     metrics, health = Metrics(), Health(stall_timeout_s=settings.health_stall_timeout_s)
     store = Store(
@@ -140,8 +143,17 @@ async def _run_until_signal(consumer: Consumer, shutdown_timeout_s: float) -> No
         log.warning("shutdown timeout: in-flight batch cancelled, nothing of it committed")
 
 
+async def _schema_ready(settings: config.Settings) -> None:
+    if settings.migrate_on_start:
+        await _migrate_with_retry(settings.database_url)
+    else:
+        # The runtime role: never DDL, only the read-only check that the owner has migrated.
+        await _when_database_answers(lambda: migrations.check_current(settings.database_url), settings.database_url)
+        log.info("schema current", migrate_on_start=False)
+
+
 async def _migrate_with_retry(dsn: str) -> None:
-    applied = await _when_database_answers(lambda: migrations.migrate(dsn))
+    applied = await _when_database_answers(lambda: migrations.migrate(dsn), dsn)
     log.info("migrations", applied=applied)
 
 

@@ -9,6 +9,11 @@
 - Versions applied in the database but absent from this build are tolerated: that is an older build running
   against a newer schema during a rollback, and migrations only ever add.
 
+With ``MIGRATE_ON_START=false`` (the runtime role, which may not change the schema) the worker calls ``check_current``
+instead: read-only, it exits with one line when a file is not applied (``DeploymentError``) or was changed
+(``MigrationError``). A role without the right to change the schema that tries to migrate gets the same kind of line,
+never a half-applied file (each file is one transaction).
+
 The files are looked up as package data first (``worker/_sql`` in the wheel), then in the repository's ``sql/``.
 """
 
@@ -19,6 +24,7 @@ import asyncio
 import hashlib
 import itertools
 import re
+import ssl
 import sys
 from pathlib import Path
 
@@ -26,7 +32,8 @@ import asyncpg
 import msgspec
 
 from worker.config import database_url_from_env
-from worker.errors import MigrationError
+from worker.errors import DeploymentError, MigrationError
+from worker.runtime.failures import database_tls_refusal
 
 # pg_advisory_lock key: any constant shared by every replica; derived from the name so it does not collide with
 # keys other software may use in the same database.
@@ -99,10 +106,40 @@ async def migrate(dsn: str, *, directory: Path | None = None) -> list[str]:
         await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
         try:
             return await _apply_pending(conn, migrations)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise DeploymentError(
+                f"the database role may not change the schema ({exc.sqlstate}: {type(exc).__name__}): run"
+                " `carsys-ingest migrate` as the owner role and set MIGRATE_ON_START=false for this role"
+            ) from None
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
     finally:
         await conn.close()
+
+
+async def pending(dsn: str, *, directory: Path | None = None) -> list[str]:
+    """The versions not yet applied, read-only (no DDL, no lock). Raises MigrationError if an applied file changed."""
+    migrations = load(directory)
+    conn = await asyncpg.connect(dsn)
+    try:
+        if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+            return [m.version for m in migrations]
+        rows = await conn.fetch("SELECT version, checksum FROM schema_migrations")
+    finally:
+        await conn.close()
+    applied = {r["version"]: r["checksum"] for r in rows}
+    _check_unchanged(migrations, applied)
+    return [m.version for m in migrations if m.version not in applied]
+
+
+async def check_current(dsn: str, *, directory: Path | None = None) -> None:
+    """Raise DeploymentError naming the missing migrations if the schema is behind this build."""
+    missing = await pending(dsn, directory=directory)
+    if missing:
+        raise DeploymentError(
+            f"the database schema is behind this build ({len(missing)} migration(s) not applied: {', '.join(missing)})"
+            " and MIGRATE_ON_START=false: run `carsys-ingest migrate` as the owner role first"
+        )
 
 
 async def _apply_pending(conn: asyncpg.Connection, migrations: list[Migration]) -> list[str]:
@@ -133,6 +170,8 @@ def migrate_command(args: argparse.Namespace) -> int:
     except MigrationError as exc:
         sys.stderr.write(f"carsys-ingest migrate: {exc}\n")
         return 1
+    except ssl.SSLError as exc:  # a CA that does not match: the command line's one line and exit code (6)
+        raise (database_tls_refusal(exc, dsn) or exc) from None
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         # The message may name the host, never data; the DSN itself (with its password) is not printed.
         sys.stderr.write(f"carsys-ingest migrate: database error: {type(exc).__name__}: {exc}\n")
@@ -144,4 +183,14 @@ def migrate_command(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["LOCK_KEY", "Migration", "MigrationError", "load", "migrate", "migrate_command", "sql_dir"]
+__all__ = [
+    "LOCK_KEY",
+    "Migration",
+    "MigrationError",
+    "check_current",
+    "load",
+    "migrate",
+    "migrate_command",
+    "pending",
+    "sql_dir",
+]

@@ -394,3 +394,17 @@ def test_the_configmap_holds_the_values_config() -> None:
     """tests/unit/test_compose.py compares compose.yaml with values.yaml's `config`: this is what the chart renders."""
     expected = {k: str(v) for k, v in _values()["config"].items() if str(v) != ""}
     assert _worker_config(_defaults()) == {**expected, "MIGRATE_ON_START": "false"}
+
+
+def test_selectors_pick_the_replicas_and_not_the_migrations_pod() -> None:
+    objects = _defaults()
+    worker = _one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    migrations = _one(objects, "Job")["spec"]["template"]["metadata"]["labels"]
+    selectors = {
+        "Deployment": _one(objects, "Deployment")["spec"]["selector"]["matchLabels"],
+        "PodDisruptionBudget": _one(objects, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+        "Service": _one(objects, "Service")["spec"]["selector"],
+    }
+    for kind, selector in selectors.items():
+        assert selector.items() <= worker.items(), kind
+        assert not selector.items() <= migrations.items(), f"{kind} selects the migrations pod"

@@ -82,3 +82,9 @@ imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/* The worker's pods only: the migrations Job's pod shares the release labels but is no replica. */}}
+{{- define "carsys-ingest.workerSelectorLabels" -}}
+{{ include "carsys-ingest.selectorLabels" . }}
+app.kubernetes.io/component: worker
+{{- end -}}

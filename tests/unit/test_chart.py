@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -378,16 +379,17 @@ def test_metrics_port_zero_is_refused() -> None:
     assert "METRICS_PORT must not be 0" in done.stderr
 
 
-def test_the_tools_report_their_pinned_versions() -> None:
+def test_the_tools_are_the_pinned_versions() -> None:
+    """`go install` builds carry no version ldflags; the module versions are in the binaries' build info."""
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    if not Path(go).exists():
+        pytest.skip("go not installed: the binaries' build info cannot be read")
     makefile = (REPO / "Makefile").read_text()
-    helm = re.search(r"^HELM_VERSION := (\S+)$", makefile, re.M)
-    promtool = re.search(r"^PROMTOOL_VERSION := v0\.(\d+)\.(\d+)$", makefile, re.M)
-    assert helm
-    assert promtool
-    # `go install` builds carry no ldflags: helm reports its major.minor only.
-    assert f'Version:"{helm[1].rsplit(".", 1)[0]}' in _run(_tool("helm"), "version")
-    # Prometheus' Go module v0.X.Y is its release 3.X.Y.
-    assert f"version 3.{promtool[1]}.{promtool[2]}" in _run(_tool("promtool"), "--version")
+    for tool, module in (("helm", "helm.sh/helm/v3"), ("promtool", "github.com/prometheus/prometheus")):
+        version = re.search(rf"^{tool.upper()}_VERSION := (\S+)$", makefile, re.M)
+        assert version
+        info = _run(go, "version", "-m", _tool(tool))
+        assert re.search(rf"^\s+mod\s+{re.escape(module)}\s+{re.escape(version[1])}\s", info, re.M), info
 
 
 def test_the_configmap_holds_the_values_config() -> None:

@@ -20,8 +20,8 @@ RUN uv sync --locked --no-dev --no-editable
 FROM gcr.io/distroless/python3-debian12:nonroot
 COPY --from=build /app/.venv /app/.venv
 ENV PATH=/app/.venv/bin:/usr/bin:/bin PYTHONUNBUFFERED=1
-# Numeric, so Kubernetes' runAsNonRoot can verify it without an /etc/passwd entry. Distroless has no useradd: this
-# line alone keeps the uid the slim image had (useradd --uid 10001); the chart's runAsUser must match it.
+# Numeric, so Kubernetes' runAsNonRoot can verify it without an /etc/passwd entry; the chart's runAsUser must match
+# it (tests/unit/test_chart.py reads this line).
 USER 10001:10001
 EXPOSE 9108
 # SIGTERM triggers a graceful shutdown (SHUTDOWN_TIMEOUT_S, below compose's stop_grace_period).

@@ -12,7 +12,7 @@ ASYNCAPI_TOOLS := dev/asyncapi-tools
 ASYNCAPI_LOCK_SHA := $(shell cat $(ASYNCAPI_TOOLS)/package.json $(ASYNCAPI_TOOLS)/package-lock.json | sha256sum | cut -c1-12)
 ASYNCAPI_CACHE := $(HOME)/.cache/carsys-ingest/asyncapi-parser-$(ASYNCAPI_LOCK_SHA)
 
-.PHONY: help venv test unit demo bench lint audit format asyncapi stack-up stack-down clean
+.PHONY: help venv test unit demo bench lint audit format asyncapi stack-up stack-down clean tools chart-check
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -70,6 +70,36 @@ stack-up: venv  ## a long-lived local stack for development: eval "$(make -s sta
 
 stack-down:  ## stop the long-lived local stack
 	@python3 -m dev.stack down
+
+# Helm and promtool, built once from the Go module proxy and cached beside uv, so CI pays for them once.
+HELM_VERSION := v3.22.0
+PROMTOOL_VERSION := v0.316.0
+TOOLS := $(HOME)/.cache/carsys-ingest/go-tools
+HELM := $(TOOLS)/helm-$(HELM_VERSION)/helm
+PROMTOOL := $(TOOLS)/promtool-$(PROMTOOL_VERSION)/promtool
+GO_ENV = GOPATH=$(TOOLS)/gopath GOCACHE=$(TOOLS)/gocache GOMODCACHE=$(TOOLS)/gomodcache GOFLAGS=-modcacherw GOTOOLCHAIN=local
+
+# Go on PATH, else where the official tarball installs it.
+GO := $(or $(shell command -v go 2>/dev/null),$(wildcard /usr/local/go/bin/go))
+
+define need-go
+	@test -n "$(GO)" || { echo "go not found: helm and promtool are built with Go >= 1.25; install it" \
+		"(https://go.dev/doc/install, or apt-get install golang-go) and put it on PATH, then run make tools again" >&2; exit 2; }
+endef
+
+$(HELM):
+	$(need-go)
+	$(GO_ENV) GOBIN=$(dir $@) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+$(PROMTOOL):
+	$(need-go)
+	$(GO_ENV) GOBIN=$(dir $@) $(GO) install github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION)
+
+tools: $(HELM) $(PROMTOOL)  ## helm and promtool, built with go install once, cached under ~/.cache/carsys-ingest
+
+chart-check: venv tools  ## the Helm chart: lint, render, Kubernetes schemas, promtool check/test of the alerts, dashboard
+	CHART_TOOLS_REQUIRED=1 HELM=$(HELM) PROMTOOL=$(PROMTOOL) \
+		.venv/bin/pytest tests/unit/test_chart.py tests/unit/test_dashboard.py tests/unit/test_compose.py $(PYTEST_ARGS)
 
 clean:  ## remove the virtualenv and caches
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

@@ -14,7 +14,7 @@ FENCE = re.compile(r"^(```|~~~).*?^\1", flags=re.M | re.S)
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", flags=re.M)
 # A repository path in backticks: `worker/runtime/store.py`, `sql/`, `tests/integration/test_worker.py::test_x`.
-REPO_PATH = re.compile(r"`((?:worker|schemas|sql|dev|bench|tests|docs|\.ci)/[\w./-]*)(?:::\w+)?`")
+REPO_PATH = re.compile(r"`((?:worker|schemas|sql|dev|bench|tests|docs|deploy|\.ci)/[\w./-]*)(?:::\w+)?`")
 MODULE = re.compile(r"python -m ((?:worker|schemas|dev|bench)(?:\.\w+)+)")
 
 

@@ -27,8 +27,9 @@ $(UV):
 
 venv: .venv/.synced  ## the virtualenv, from uv.lock
 
-test: venv  ## unit + integration tests against a real Kafka broker and PostgreSQL started for the run
-	.venv/bin/pytest $(PYTEST_ARGS)
+# The chart's tests need helm and promtool: built once (the first run takes minutes), so nothing is ever skipped.
+test: venv tools  ## unit + integration tests against a real Kafka broker and PostgreSQL started for the run
+	CHART_TOOLS_REQUIRED=1 HELM=$(HELM) PROMTOOL=$(PROMTOOL) .venv/bin/pytest $(PYTEST_ARGS)
 
 unit: venv  ## the unit tests only (no services; seconds)
 	.venv/bin/pytest tests/unit $(PYTEST_ARGS)

@@ -235,9 +235,14 @@ def test_probes_use_the_workers_endpoints_on_metrics_port() -> None:
         assert {p["port"] for p in paths.values()} == {"metrics"}
 
 
-def test_the_configmap_is_valid_worker_configuration() -> None:
+def test_the_configmap_is_valid_worker_configuration(tmp_path: Path) -> None:
+    # The CA bundle is mounted in the pod; here a stand-in file at another path (the worker checks it is readable).
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
     for objects in (_defaults(), _all_on()):
         env = _worker_config(objects)
+        if "KAFKA_SSL_CAFILE" in env:
+            env["KAFKA_SSL_CAFILE"] = str(ca)
         assert set(env) <= set(config.VARIABLES), set(env) - set(config.VARIABLES)
         assert not {"DATABASE_URL", "KAFKA_SASL_PASSWORD"} & set(env), "secrets belong in the Secret"
         # What the worker reads from the *_FILE files: stand-ins of the secrets themselves.

@@ -147,7 +147,8 @@ _PERSONAL_COLUMNS = (
 # The nil event id marks the tombstone's last writer as the erasure itself, not an event.
 _ERASE_PERSONS = f"""
 UPDATE persons
-SET {", ".join(f"{c} = NULL" for c in _PERSONAL_COLUMNS)}, notes = '[]', source = NULL, erased_at = now(),
+SET {", ".join(f"{c} = NULL" for c in _PERSONAL_COLUMNS)}, notes = '[]', source = NULL, normaliser_version = NULL,
+    erased_at = now(),
     occurred_at = greatest(occurred_at, now()), event_id = '00000000-0000-0000-0000-000000000000', updated_at = now()
 WHERE dealer_id = $1 AND person_id = ANY($2::text[])
 """

@@ -207,8 +207,9 @@ _TOMBSTONE = {
     "person_ids": "[]",
     "deleted": True,
     "notes": "[]",
+    # Nothing normalised in it, so no version: "rows on old rules" (normaliser_version < N) never lists a tombstone.
     "source": None,
-    "normaliser_version": NORMALISER_VERSION,
+    "normaliser_version": None,
 }
 APPOINTMENTS = Table(
     name="appointments",

@@ -7,7 +7,9 @@
 -- vehicle and persons. No snapshot holds another row's personal values, so erasure clears exactly the person's row
 -- (and the role links to them in vehicle snapshots). NULL for rows written before 005, tombstones and erased persons.
 -- normaliser_version: worker.normalise.version.NORMALISER_VERSION of the code that produced the row's values.
+-- json, not jsonb: the text is kept as the worker encoded it (msgspec), which costs PostgreSQL less than building
+-- jsonb in every batch (measured: docs/benchmarks.md#source-snapshots-what-they-cost); `->>` works on both.
 -- Retention and purpose: docs/guarantees.md#source-snapshots.
-ALTER TABLE persons ADD COLUMN source jsonb, ADD COLUMN normaliser_version integer;
-ALTER TABLE vehicles ADD COLUMN source jsonb, ADD COLUMN normaliser_version integer;
-ALTER TABLE appointments ADD COLUMN source jsonb, ADD COLUMN normaliser_version integer;
+ALTER TABLE persons ADD COLUMN source json, ADD COLUMN normaliser_version integer;
+ALTER TABLE vehicles ADD COLUMN source json, ADD COLUMN normaliser_version integer;
+ALTER TABLE appointments ADD COLUMN source json, ADD COLUMN normaliser_version integer;

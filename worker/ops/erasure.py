@@ -159,7 +159,8 @@ _LINKED = "({role} = ANY($2::text[]) OR btrim(source->>'{role}', E' \\t\\r\\n') 
 _ROLES = ("driver_id", "owner_id", "contractor_id")
 
 _CLEAR_ROLE = f"""
-UPDATE vehicles SET {{role}} = NULL, source = jsonb_set(source, '{{{{{{role}}}}}}', 'null'), updated_at = now()
+UPDATE vehicles
+SET {{role}} = NULL, source = jsonb_set(source::jsonb, '{{{{{{role}}}}}}', 'null')::json, updated_at = now()
 WHERE dealer_id = $1 AND {_LINKED}
 """
 

@@ -133,8 +133,8 @@ def _bookkeeping_cols() -> tuple[tuple[str, str, str], ...]:
 
 
 def _snapshot_cols() -> tuple[tuple[str, str, str], ...]:
-    # sql/005: the row's part of the source event (jsonb, travelling as text like notes) and the rules' version.
-    return (("source", "text", "s.source::jsonb"), _col("normaliser_version", "integer"))
+    # sql/005: the row's part of the source event (json, travelling as text like notes) and the rules' version.
+    return (("source", "text", "s.source::json"), _col("normaliser_version", "integer"))
 
 
 def _set_all(columns: Sequence[tuple[str, str, str]], key: Sequence[str]) -> str:
@@ -315,7 +315,8 @@ def encode_source(part: msgspec.Struct) -> str:
     """One part of a decoded contract event as the JSON of its snapshot (sql/005)."""
     text = _ENCODE(part)
     if b"\\u0000" in text:
-        # jsonb cannot hold U+0000 (SQLSTATE 22P05), and a snapshot must never be why an event is refused.
+        # PostgreSQL's json operators cannot read U+0000 (SQLSTATE 22P05), nor can text hold it, and a snapshot
+        # must never be why an event is refused.
         text = _ENCODE(_without_nul(msgspec.to_builtins(part)))
     return text.decode()
 

@@ -23,6 +23,8 @@ from worker.ops.erasure import erase_command
 from worker.ops.inspection import list_command, show_command
 from worker.ops.preview import normalize_command, schema_command
 from worker.ops.publisher import publish_command
+from worker.ops.renormalise import add_arguments as renormalise_arguments
+from worker.ops.renormalise import renormalise_command
 from worker.ops.replay import replay_command
 from worker.ops.skip import skip_command
 from worker.runtime import batches, failures
@@ -131,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--person-id")
     who.add_argument("--email")
     who.add_argument("--phone")
+    renormalise_arguments(
+        _add(sub, "renormalise", renormalise_command, "re-normalise stored rows from their source snapshots")
+    )
     skip = _add(
         sub,
         "skip",

@@ -48,6 +48,8 @@ TRACES = [
     "w.zwartkruis@example.nl", "2134567", "39847561", "48291736",
     "P-ERASE-2", "Reinoud", "Klaverblad", "+31612345678", "P-ERASE-3", "Heemskerkstra",
 ]  # fmt: skip
+# As they arrived: only the source snapshots (sql/005) hold these forms, the rows hold them normalised.
+RAW = ["W.Zwartkruis@Example.NL", "058-2134567", "06-39847561", "8911 xq", "0031 6 1234 5678"]
 
 
 def with_person(event: dict[str, Any], person: dict[str, Any], role: str) -> dict[str, Any]:
@@ -127,6 +129,7 @@ async def test_erase_leaves_no_trace_and_lists_dead_letters(
         assert worker.stop() == 0
     before = await dump_all_tables(fresh_database_url)
     assert all(t in before for t in ("Zwartkruis", "w.zwartkruis@example.nl", "+31612345678", "Heemskerkstra"))
+    assert all(t in before for t in RAW), "the scan below must see the source snapshots"
     persons_before = await fetchval(fresh_database_url, "SELECT count(*) FROM persons")
 
     out = await erase(monkeypatch, capsys, env, "--email", " W.ZWARTKRUIS@example.nl")
@@ -146,6 +149,23 @@ async def test_erase_leaves_no_trace_and_lists_dead_letters(
 
     after = await dump_all_tables(fresh_database_url)
     assert [t for t in TRACES if t in after and not t.startswith("P-ERASE")] == []
+    assert [t for t in RAW if t in after] == []
+    # No snapshot keeps the person either: theirs are cleared, and no vehicle's links to them (which renormalise
+    # would otherwise restore). Only the persons' own tombstones keep the id.
+    erased_ids = ["P-ERASE-1", "P-ERASE-2", "P-ERASE-3"]
+    snapshots = await fetch(fresh_database_url, "SELECT source::text AS s FROM persons WHERE erased_at IS NOT NULL")
+    assert [r["s"] for r in snapshots] == [None, None, None]
+    for table in ("persons", "vehicles", "appointments", "interventions"):
+        text = str(await fetchval(fresh_database_url, f"SELECT string_agg(t::text, chr(10)) FROM {table} t"))
+        assert [i for i in erased_ids if i in text and table != "persons"] == [], table
+    # An upgrade later: every row is re-normalised from its snapshot, and nothing of the person comes back.
+    for table in ("persons", "vehicles", "appointments"):
+        await fetchval(fresh_database_url, f"UPDATE {table} SET normaliser_version = 0 WHERE normaliser_version > 0")
+    out = await renormalise(monkeypatch, capsys, env)
+    assert "vehicles: 0 read" not in out
+    assert [t for t in TRACES + RAW if t in await dump_all_tables(fresh_database_url) and t not in erased_ids] == []
+    linked = "SELECT count(*) FROM vehicles WHERE driver_id LIKE 'P-ERASE%' OR owner_id LIKE 'P-ERASE%'"
+    assert await fetchval(fresh_database_url, linked) == 0
     # The rows stay as tombstones (the DMS's pseudonymous id, no personal data) so that nothing older revives them.
     assert await fetchval(fresh_database_url, "SELECT count(*) FROM persons") == persons_before
     tombstones = await fetch(fresh_database_url, "SELECT person_id FROM persons WHERE erased_at IS NOT NULL")
@@ -166,6 +186,15 @@ async def test_erase_leaves_no_trace_and_lists_dead_letters(
     out = await erase(monkeypatch, capsys, env, "--person-id", "P-NOBODY")
     assert "person id(s): P-NOBODY" in out
     assert "persons erased (kept as tombstones without personal data): 0" in out
+
+
+async def renormalise(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], env: dict[str, str]) -> str:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    assert await asyncio.to_thread(cli.main, ["renormalise"]) == 0
+    out: str = capsys.readouterr().out
+    return out
 
 
 async def test_erase_refuses_what_does_not_normalise(

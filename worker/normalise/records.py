@@ -44,10 +44,13 @@ class Offset(msgspec.Struct, frozen=True):
 
 
 class Item(msgspec.Struct, frozen=True):
-    """One record of a batch: its normalised event and where it came from."""
+    """One record of a batch: its normalised event and where it came from, and the decoded event it was normalised
+    from (the rows' source snapshots, sql/005; None where there is none, e.g. events built in tests). Never logged:
+    it holds personal values as they arrived."""
 
     event: NormalisedEvent
     offset: Offset
+    source: Event | None = None
 
 
 def next_offsets(offsets: Iterable[Offset]) -> dict[tuple[str, int], int]:
@@ -94,7 +97,10 @@ def decode_value(value: bytes | None) -> Event:
 
 def to_event(value: bytes | None) -> NormalisedEvent:
     """Decode and normalise one record value, raising the PermanentError of the stage that refused it."""
-    event = decode_value(value)
+    return normalised(decode_value(value))
+
+
+def normalised(event: Event) -> NormalisedEvent:
     try:
         return normalise(event)
     except (ValueError, ArithmeticError) as exc:
@@ -104,7 +110,8 @@ def to_event(value: bytes | None) -> NormalisedEvent:
 
 def prepare(record: SourceRecord) -> Item | Failure:
     try:
-        return Item(event=to_event(record.value), offset=offset_of(record))
+        source = decode_value(record.value)
+        return Item(event=normalised(source), offset=offset_of(record), source=source)
     except PermanentError as exc:
         return Failure(record=record, error=exc)
 

@@ -5,13 +5,18 @@ given one *after normalisation with the normaliser's own functions*, so "  Jan.J
 "jan.jansen@example.nl" and "06-12345678" finds "+31612345678".
 
 What, in one transaction, in the store's lock order (persons, vehicles, appointments):
-- ``persons``: every personal column and the notes are cleared and the row becomes a tombstone (``erased_at``, and
-  ``occurred_at`` moved to the moment of erasure), so that no older event can write the person back: the store only
-  overwrites a row with a newer event (see sql/003_person_erasure.sql). It is the only table holding names,
-  addresses, e-mails and phones (``notes`` hold field names and rules, never values; ``interventions`` describe work,
-  not people).
-- ``vehicles``: driver / owner / contractor links to the person are cleared; the vehicle stays.
+- ``persons``: every personal column, the notes and the source snapshot (sql/005) are cleared and the row becomes
+  a tombstone (``erased_at``, and ``occurred_at`` moved to the moment of erasure), so that no older event can write
+  the person back: the store only overwrites a row with a newer event (see sql/003_person_erasure.sql). It is the
+  only table holding names, addresses, e-mails and phones (``notes`` hold field names and rules, never values;
+  ``interventions`` describe work, not people; each row's snapshot holds only that row's part of the event, so
+  appointment snapshots hold no persons).
+- ``vehicles``: driver / owner / contractor links to the person are cleared, in the row and in its source snapshot
+  (which would otherwise bring them back on ``renormalise``); the vehicle stays.
 - ``appointments``: the person's id is removed from ``person_ids``; the appointment stays.
+
+A person whose snapshot holds the e-mail or number while the row does not (an older rule dropped it) is found by
+``--email`` / ``--phone`` all the same.
 
 Then the dead-letter topic is scanned for letters whose payload still holds the person (same dealer and person id,
 e-mail or phone, compared normalised); only their coordinates are printed. They expire with the topic's retention
@@ -142,21 +147,31 @@ _PERSONAL_COLUMNS = (
 # The nil event id marks the tombstone's last writer as the erasure itself, not an event.
 _ERASE_PERSONS = f"""
 UPDATE persons
-SET {", ".join(f"{c} = NULL" for c in _PERSONAL_COLUMNS)}, notes = '[]', erased_at = now(),
+SET {", ".join(f"{c} = NULL" for c in _PERSONAL_COLUMNS)}, notes = '[]', source = NULL, normaliser_version = NULL,
+    erased_at = now(),
     occurred_at = greatest(occurred_at, now()), event_id = '00000000-0000-0000-0000-000000000000', updated_at = now()
 WHERE dealer_id = $1 AND person_id = ANY($2::text[])
 """
 
-_CLEAR_ROLE = """
-UPDATE vehicles SET {role} = NULL, updated_at = now()
-WHERE dealer_id = $1 AND {role} = ANY($2::text[])
+# The vehicle's snapshot (sql/005) holds the link as it arrived (clean_id trims it): cleared too, or renormalise
+# would bring the link back.
+_LINKED = "({role} = ANY($2::text[]) OR btrim(source->>'{role}', E' \\t\\r\\n') = ANY($2::text[]))"
+_ROLES = ("driver_id", "owner_id", "contractor_id")
+
+_CLEAR_ROLE = f"""
+UPDATE vehicles
+SET {{role}} = NULL, source = jsonb_set(source::jsonb, '{{{{{{role}}}}}}', 'null')::json, updated_at = now()
+WHERE dealer_id = $1 AND {_LINKED}
 """
 
-_LOCK_VEHICLES = """
+_LOCK_VEHICLES = f"""
 SELECT 1 FROM vehicles
-WHERE dealer_id = $1 AND (driver_id = ANY($2::text[]) OR owner_id = ANY($2::text[]) OR contractor_id = ANY($2::text[]))
+WHERE dealer_id = $1 AND ({" OR ".join(_LINKED.format(role=role) for role in _ROLES)})
 ORDER BY vehicle_key FOR UPDATE
 """
+
+# Persons whose snapshot holds the e-mail or number while their row does not (an older rule dropped it).
+_SNAPSHOTS = "SELECT person_id, source::text AS source FROM persons WHERE dealer_id = $1 AND source IS NOT NULL"
 
 _CLEAR_APPOINTMENTS = """
 UPDATE appointments
@@ -178,17 +193,27 @@ def _count(status: str) -> int:
     return int(status.split()[-1])
 
 
+async def _snapshot_matches(conn: asyncpg.Connection[Any], target: Target) -> Target:
+    """The target plus the persons whose source snapshot holds the e-mail or number, compared normalised."""
+    if not target.emails and not target.phones:
+        return target
+    found = {
+        r["person_id"]
+        for r in await conn.fetch(_SNAPSHOTS, target.dealer)
+        if _person_matches(msgspec.json.decode(r["source"]), target)
+    }
+    return Target(dealer=target.dealer, ids=target.ids | found, emails=target.emails, phones=target.phones)
+
+
 async def erase(conn: asyncpg.Connection[Any], target: Target) -> tuple[Erased, Target]:
     async with conn.transaction():
+        target = await _snapshot_matches(conn, target)
         rows = await conn.fetch(_FIND, target.dealer, sorted(target.ids), sorted(target.emails), sorted(target.phones))
         wide = target.widened(rows)
         ids = sorted(wide.ids)
         persons = _count(await conn.execute(_ERASE_PERSONS, target.dealer, ids))
         await conn.execute(_LOCK_VEHICLES, target.dealer, ids)
-        links = {
-            role: _count(await conn.execute(_CLEAR_ROLE.format(role=role), target.dealer, ids))
-            for role in ("driver_id", "owner_id", "contractor_id")
-        }
+        links = {role: _count(await conn.execute(_CLEAR_ROLE.format(role=role), target.dealer, ids)) for role in _ROLES}
         appointments = _count(await conn.execute(_CLEAR_APPOINTMENTS, target.dealer, ids))
     return Erased(person_ids=ids, persons=persons, vehicle_links=links, appointment_links=appointments), wide
 

@@ -223,15 +223,15 @@ class Store:
             return left + await self._apply_isolating(conn, items[middle:])
 
     async def _merge(self, conn: Conn, items: list[Item]) -> _Outcome:
-        unique: dict[str, NormalisedEvent] = {}
+        unique: dict[str, Item] = {}
         for item in items:
-            unique.setdefault(canonical_event_id(item.event.event_id), item.event)
+            unique.setdefault(canonical_event_id(item.event.event_id), item)
         with stage("recording applied_events"):
             fresh = {r[0] for r in await conn.fetch(INSERT_APPLIED, list(unique))}
         rows = Rows()
-        for eid, event in unique.items():
+        for eid, fresh_item in unique.items():
             if eid in fresh:
-                rows.add(event)
+                rows.add(fresh_item.event, fresh_item.source)
         await self._merge_table(conn, PERSONS, [r for _, r in sorted_rows(rows.persons)])
         await self._merge_table(conn, VEHICLES, [r for _, r in sorted_rows(rows.vehicles)])
         won = await self._merge_table(conn, APPOINTMENTS, [a[1] for a in sorted_rows(rows.appointments)])

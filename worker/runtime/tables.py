@@ -16,8 +16,10 @@ import asyncpg
 import msgspec
 from asyncpg.exceptions import _base as asyncpg_base
 
+from schemas import contract
 from worker.errors import IngestError, TransientError, WriteRejected
-from worker.normalise.model import Delete, NormalisedEvent, Note, Person, Upsert
+from worker.normalise.model import Delete, NormalisedEvent, Note, Person, Upsert, Vehicle
+from worker.normalise.version import NORMALISER_VERSION
 
 # --- error classification -------------------------------------------------------------------------------------
 
@@ -130,13 +132,24 @@ def _bookkeeping_cols() -> tuple[tuple[str, str, str], ...]:
     )
 
 
+def _snapshot_cols() -> tuple[tuple[str, str, str], ...]:
+    # sql/005: the row's part of the source event (json, travelling as text like notes) and the rules' version.
+    return (("source", "text", "s.source::json"), _col("normaliser_version", "integer"))
+
+
 def _set_all(columns: Sequence[tuple[str, str, str]], key: Sequence[str]) -> str:
     return ", ".join(f"{c[0]} = EXCLUDED.{c[0]}" for c in columns if c[0] not in key)
 
 
 # Column names are the model's field names.
 _PERSON_FIELDS = tuple(f for f in Person.__struct_fields__ if f not in ("id", "notes"))
-_PERSON_COLS = (_col("dealer_id"), _col("person_id"), *(_col(f) for f in _PERSON_FIELDS), *_bookkeeping_cols())
+_PERSON_COLS = (
+    _col("dealer_id"),
+    _col("person_id"),
+    *(_col(f) for f in _PERSON_FIELDS),
+    *_snapshot_cols(),
+    *_bookkeeping_cols(),
+)
 PERSONS = Table(
     name="persons",
     key=("dealer_id", "person_id"),
@@ -154,9 +167,11 @@ _VEHICLE_COLS = (
     _col("driver_id"),
     _col("owner_id"),
     _col("contractor_id"),
+    *_snapshot_cols(),
     *_bookkeeping_cols(),
 )
-_VEHICLE_FIELDS = tuple(c[0] for c in _VEHICLE_COLS if c[0] not in ("dealer_id", "notes", "occurred_at", "event_id"))
+_NOT_FIELDS = ("dealer_id", "notes", "occurred_at", "event_id", "source", "normaliser_version")
+_VEHICLE_FIELDS = tuple(c[0] for c in _VEHICLE_COLS if c[0] not in _NOT_FIELDS)
 VEHICLES = Table(
     name="vehicles",
     key=("dealer_id", "vehicle_key"),
@@ -179,6 +194,7 @@ _APPOINTMENT_COLS = (
     ("person_ids", "text", "ARRAY(SELECT jsonb_array_elements_text(s.person_ids::jsonb))"),
     _col("deleted", "boolean"),
     _col("deleted_at", "timestamptz"),
+    *_snapshot_cols(),
     *_bookkeeping_cols(),
 )
 # What a delete writes besides its key and bookkeeping: no snapshot (see above).
@@ -191,6 +207,9 @@ _TOMBSTONE = {
     "person_ids": "[]",
     "deleted": True,
     "notes": "[]",
+    # Nothing normalised in it, so no version: "rows on old rules" (normaliser_version < N) never lists a tombstone.
+    "source": None,
+    "normaliser_version": None,
 }
 APPOINTMENTS = Table(
     name="appointments",
@@ -265,6 +284,62 @@ _Version = tuple[dt.datetime, str]
 Row = tuple[Any, ...]
 
 
+Stamp = dict[str, Any]  # occurred_at and event_id of the event a row comes from
+
+
+def stamp_of(event: NormalisedEvent) -> Stamp:
+    return {"occurred_at": event.occurred_at, "event_id": canonical_event_id(event.event_id)}
+
+
+def person_row(dealer_id: str, person: Person, source: str | None, stamp: Stamp, version: int) -> Row:
+    fields = {f: getattr(person, f) for f in _PERSON_FIELDS}
+    notes = _notes(person.notes)
+    return PERSONS.row(
+        dealer_id=dealer_id,
+        person_id=person.id,
+        **fields,
+        notes=notes,
+        source=source,
+        normaliser_version=version,
+        **stamp,
+    )
+
+
+def vehicle_row(dealer_id: str, vehicle: Vehicle, source: str | None, stamp: Stamp, version: int) -> Row:
+    fields = {f: getattr(vehicle, f) for f in _VEHICLE_FIELDS}
+    notes = _notes(vehicle.notes)
+    return VEHICLES.row(dealer_id=dealer_id, **fields, notes=notes, source=source, normaliser_version=version, **stamp)
+
+
+def encode_source(part: msgspec.Struct) -> str:
+    """One part of a decoded contract event as the JSON of its snapshot (sql/005)."""
+    text = _ENCODE(part)
+    if b"\\u0000" in text:
+        # PostgreSQL's json operators cannot read U+0000 (SQLSTATE 22P05), nor can text hold it, and a snapshot
+        # must never be why an event is refused.
+        text = _ENCODE(_without_nul(msgspec.to_builtins(part)))
+    return text.decode()
+
+
+_ENCODE = msgspec.json.Encoder().encode
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {k: _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
+def appointment_source(appointment: contract.Appointment) -> str:
+    """The appointment's own snapshot: without its vehicle and persons, which have rows (and snapshots) of their
+    own, so erasing a person never has to edit an appointment's snapshot."""
+    return encode_source(msgspec.structs.replace(appointment, vehicle=None, persons=()))
+
+
 class Rows(msgspec.Struct):
     """The newest snapshot per key of each table, from the new events of one (sub-)batch."""
 
@@ -272,10 +347,10 @@ class Rows(msgspec.Struct):
     vehicles: dict[tuple[str, str], tuple[_Version, Row]] = msgspec.field(default_factory=dict)
     appointments: dict[tuple[str, str], tuple[_Version, Row, NormalisedEvent]] = msgspec.field(default_factory=dict)
 
-    def add(self, event: NormalisedEvent) -> None:
-        eid = canonical_event_id(event.event_id)
-        version = (event.occurred_at, eid)
-        stamp = {"occurred_at": event.occurred_at, "event_id": eid}
+    def add(self, event: NormalisedEvent, source: contract.Event | None = None) -> None:
+        """``source``: the decoded event ``event`` was normalised from; its parts become the rows' snapshots."""
+        stamp = stamp_of(event)
+        version = (event.occurred_at, stamp["event_id"])
         if isinstance(event, Delete):
             key = (event.dealer_id, event.dms_number)
             row = APPOINTMENTS.row(
@@ -284,16 +359,18 @@ class Rows(msgspec.Struct):
             _keep_newest(self.appointments, key, (version, row, event))
             return
         appt = event.appointment
-        for person in appt.persons:
-            fields = {f: getattr(person, f) for f in _PERSON_FIELDS}
-            notes = _notes(person.notes)
-            prow = PERSONS.row(dealer_id=event.dealer_id, person_id=person.id, **fields, notes=notes, **stamp)
+        raw = source.appointment if isinstance(source, contract.AppointmentUpserted) else None
+        raw_persons = raw.persons if raw is not None else (None,) * len(appt.persons)
+        # The normaliser keeps the persons' order, so the n-th source person is the n-th normalised one.
+        for person, raw_person in zip(appt.persons, raw_persons, strict=True):
+            snapshot = None if raw_person is None else encode_source(raw_person)
+            prow = person_row(event.dealer_id, person, snapshot, stamp, NORMALISER_VERSION)
             _keep_newest(self.persons, (event.dealer_id, person.id), (version, prow))
         vehicle = appt.vehicle
         vehicle_key = vehicle.vehicle_key if vehicle is not None else None
         if vehicle is not None and vehicle_key is not None:
-            fields = {f: getattr(vehicle, f) for f in _VEHICLE_FIELDS}
-            vrow = VEHICLES.row(dealer_id=event.dealer_id, **fields, notes=_notes(vehicle.notes), **stamp)
+            snapshot = None if raw is None or raw.vehicle is None else encode_source(raw.vehicle)
+            vrow = vehicle_row(event.dealer_id, vehicle, snapshot, stamp, NORMALISER_VERSION)
             _keep_newest(self.vehicles, (event.dealer_id, vehicle_key), (version, vrow))
         arow = APPOINTMENTS.row(
             dealer_id=event.dealer_id,
@@ -307,6 +384,8 @@ class Rows(msgspec.Struct):
             deleted=False,
             deleted_at=None,
             notes=_notes(appt.notes),
+            source=None if raw is None else appointment_source(raw),
+            normaliser_version=NORMALISER_VERSION,
             **stamp,
         )
         _keep_newest(self.appointments, (event.dealer_id, appt.dms_number), (version, arow, event))
@@ -349,3 +428,8 @@ def column_arrays(rows: Sequence[Row], width: int) -> list[list[Any]]:
     if not rows:
         return [[] for _ in range(width)]
     return [list(col) for col in zip(*rows, strict=True)]
+
+
+# The normalised data columns of persons and vehicles (keys and bookkeeping aside), for `renormalise`.
+PERSON_FIELDS = _PERSON_FIELDS
+VEHICLE_FIELDS = _VEHICLE_FIELDS

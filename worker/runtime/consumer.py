@@ -286,6 +286,9 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
                             await self._process(batch)
                 return
             except TransientError as exc:
+                # A statement that outlasts the whole cycle (a lock, a hung server) never reaches the paused sleep,
+                # where retries are counted: count the new cycle here, or the counter says nothing is wrong.
+                self._metrics.retries.inc()
                 log.error("transient failure outlasted a retry cycle; still paused", error_class=type(exc).__name__)
 
     def _report_key_mismatches(self, mismatches: Sequence[tuple[Item, KeyMismatch]]) -> None:

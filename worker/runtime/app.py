@@ -190,9 +190,12 @@ async def _run_until_signal(consumer: Consumer, shutdown_timeout_s: float) -> No
 
 
 async def _migrate_with_retry(dsn: str, budget_s: float) -> None:
-    applied = await failures.at_startup(
-        lambda: migrations.migrate(dsn), functools.partial(failures.database_failure, dsn=dsn), budget_s=budget_s
-    )
+    """Migrate once PostgreSQL answers (waited for up to ``budget_s``). Only connecting is bounded: applying a
+    migration, or waiting for another replica's, takes what it takes."""
+    translate = functools.partial(failures.database_failure, dsn=dsn)
+    probe = await failures.at_startup(lambda: asyncpg.connect(dsn), translate, budget_s=budget_s)
+    await probe.close()
+    applied = await migrations.migrate(dsn)
     log.info("migrations", applied=applied)
 
 

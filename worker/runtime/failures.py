@@ -138,7 +138,8 @@ async def at_startup(
     budget_s: float,
     backoff_s: float = 0.25,
 ) -> T:
-    """``connect()`` until it succeeds, a translated refusal ends it, or ``budget_s`` is used up.
+    """``connect()`` until it succeeds, a translated refusal ends it, or ``budget_s`` is used up. Each attempt is
+    bounded too (a black-holed address): pass only connecting as ``connect``, not work that may take long.
 
     A ``TransientError`` translation is waited out (short, growing back-offs); the last one is raised when the budget
     is spent. Anything ``translate`` does not know is raised as it is (a bug, worth its traceback).

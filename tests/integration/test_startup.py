@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import socketserver
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -21,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from dev.process import WorkerProcess, worker_env
+from dev.process import REPO, WorkerProcess, worker_env
 from dev.stack import free_port
 from dev.waiting import eventually
 from tests.conftest import TopicFactory
@@ -303,3 +306,26 @@ async def _answers(worker: WorkerProcess, path: str, status: int) -> bool:
 def _gauge(worker: WorkerProcess, name: str) -> float:
     body = worker.get("/metrics")[1]
     return next(float(line.split()[-1]) for line in body.splitlines() if line.startswith(f"{name} "))
+
+
+# ------------------------------------------------------------------------------------------------ CLI output
+
+
+@pytest.mark.parametrize("argv", [["schema"], ["dlq", "show"]])
+def test_a_reader_that_goes_away_ends_the_command_quietly(base_env: dict[str, str], argv: list[str]) -> None:
+    """`carsys-ingest dlq show | head -1`: stdout's reader is gone before the command writes (the pipe is closed
+    at once, so the write fails every time, not only when the output outgrows the pipe's buffer)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", *argv],
+        env={**os.environ, **base_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 141  # as a Unix tool killed by SIGPIPE
+    assert b"Traceback" not in err
+    assert b"unreachable" not in err
+    assert b"BrokenPipe" not in err

@@ -224,6 +224,8 @@ def test_every_log_line_is_one_json_object_third_party_and_tracebacks_included(
 ) -> None:
     stream = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stream)
+    for name in ("aiokafka", "asyncio"):  # some library in this run called logging.config with its defaults
+        monkeypatch.setattr(logging.getLogger(name), "disabled", False)
     logs.configure("INFO", "json")
     logging.getLogger("aiokafka").error('Unable connect to "%s": %s', "broker:9092", "refused")
     try:

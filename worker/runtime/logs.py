@@ -37,6 +37,20 @@ def scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[st
 _TRACEBACK_FIELD = structlog.processors.ExceptionRenderer(
     structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
 )
+
+
+class _Stderr:
+    """Whatever ``sys.stderr`` is when a line is written (not when logging was configured): a test harness or a
+    tool that swaps it still gets the lines, and no line goes to a stream closed since."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+_STDERR: Any = _Stderr()
 _handler: logging.Handler | None = None
 _json_lines = False
 _debug = False
@@ -59,7 +73,7 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
     structlog.configure(
         processors=[*shared, *tracebacks, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_STDERR),
         cache_logger_on_first_use=False,
     )
     _route_stdlib(
@@ -76,7 +90,7 @@ def _route_stdlib(formatter: logging.Formatter) -> None:
     root = logging.getLogger()
     if _handler is not None:
         root.removeHandler(_handler)
-    _handler = logging.StreamHandler(sys.stderr)
+    _handler = logging.StreamHandler(_STDERR)
     _handler.setFormatter(formatter)
     root.addHandler(_handler)
     root.setLevel(logging.WARNING)

@@ -67,7 +67,8 @@ async def _started(*clients: Any) -> AsyncIterator[None]:
 
 
 class _Live:
-    """What exists of the worker so far: the probes and the gauges use what is there (start-up builds it in steps)."""
+    """What exists of the worker so far: the refresh (a timer, and each scrape) uses what is there, as start-up builds
+    it in steps."""
 
     def __init__(self, settings: config.Settings, metrics: Metrics, health: Health) -> None:
         self.settings, self.metrics, self.health = settings, metrics, health
@@ -79,26 +80,24 @@ class _Live:
         if self.pool is not None:
             self.metrics.pool_size.set(self.pool.get_size())
             self.metrics.pool_in_use.set(self.pool.get_size() - self.pool.get_idle_size())
-        if self.store is not None:
-            await self._quietly("database check", self.store.ping())
-            if self._ok:
-                self.health.db_ok()
+        if self.store is not None and await self._quietly("database check", self.store.ping()):
+            self.health.db_ok()
         if self.consumer is not None:
             self.health.topics_ok = self.consumer.topic_known()
             await self._quietly("lag refresh", self.consumer.refresh_lag())
 
-    async def _quietly(self, what: str, step: Awaitable[None]) -> None:
-        self._ok = False
+    async def _quietly(self, what: str, step: Awaitable[None]) -> bool:
         try:
             await asyncio.wait_for(step, timeout=_REFRESH_TIMEOUT_S)
-            self._ok = True
-        except Exception as exc:  # noqa: BLE001 - a probe answers from what it has; the loop reports real failures
+        except Exception as exc:  # noqa: BLE001 - the gauges keep their last values; the loop reports real failures
             log.debug(f"{what} failed", error_class=type(exc).__name__)
+            return False
+        return True
 
     async def every(self, seconds: float) -> None:
         while True:
-            await asyncio.sleep(seconds)
             await self.refresh()
+            await asyncio.sleep(seconds)
 
 
 async def run(settings: config.Settings) -> None:
@@ -120,6 +119,7 @@ async def _start_and_consume(settings: config.Settings, live: _Live) -> None:
     await _migrate_with_retry(settings.database_url, settings.startup_timeout_s)
     live.health.beat()
     live.pool = await open_pool(settings)
+    live.health.db_ok()  # it just answered; the refresh keeps this fresh from now on
     try:
         live.store = Store(
             live.pool,

@@ -153,10 +153,11 @@ async def at_startup(
             error = translate(exc)
             if error is None:
                 raise
-            if not isinstance(error, TransientError) or time.monotonic() + backoff_s >= deadline:
+            wait_s = min(backoff_s, deadline - time.monotonic())
+            if not isinstance(error, TransientError) or wait_s <= 0:
                 raise error from None
-            log.warning("waiting for a server at start-up", reason=str(error), retry_in_s=backoff_s)
-        await asyncio.sleep(backoff_s)
+            log.warning("waiting for a server at start-up", reason=str(error), retry_in_s=round(wait_s, 3))
+        await asyncio.sleep(wait_s)  # the last wait ends at the deadline: one more attempt uses the whole budget
         backoff_s = min(backoff_s * 2, 2.0)
 
 

@@ -46,7 +46,7 @@ Route = Callable[[], tuple[int, bytes, str]]
 
 class HealthServer:
     def __init__(self, health: Health, metrics: Metrics, *, refresh: Callable[[], Awaitable[None]]) -> None:
-        self._refresh = refresh  # updates the gauges and the database check before answering
+        self._refresh = refresh  # updates the gauges and the database check before a scrape is answered
         self._routes: dict[str, Route] = {
             "/metrics": lambda: (200, metrics.exposition(), "text/plain; version=0.0.4"),
             "/healthz": lambda: _status(health.alive()),
@@ -72,7 +72,9 @@ class HealthServer:
             parts = request.split(b" ", 2)
             path = parts[1].decode("ascii", "replace").split("?")[0] if len(parts) > 1 else ""
             route = self._routes.get(path)
-            if route is not None:
+            if path == "/metrics":
+                # A scrape measures afresh (lag from the broker, the pool, the database check). The probes answer at
+                # once from the last refresh (every few seconds): a probe's timeout is often 1 s.
                 await self._refresh()
             code, body, ctype = route() if route else (404, b"not found\n", "text/plain")
             head = f"HTTP/1.1 {code} {'OK' if code == 200 else 'ERR'}\r\nContent-Type: {ctype}\r\n"

@@ -6,9 +6,11 @@ Every command's handler is imported here by name, so a reader (and mypy) sees wh
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
+import structlog
 from aiokafka.errors import KafkaError
 
 from worker.errors import (
@@ -27,7 +29,7 @@ from worker.ops.renormalise import add_arguments as renormalise_arguments
 from worker.ops.renormalise import renormalise_command
 from worker.ops.replay import replay_command
 from worker.ops.skip import skip_command
-from worker.runtime import batches, failures
+from worker.runtime import batches, failures, logs
 from worker.runtime.app import init_command, run_command
 from worker.runtime.migrations import migrate_command
 
@@ -39,6 +41,7 @@ EXIT_DEPLOYMENT = 3  # a topic missing or not authorised, the schema behind the 
 EXIT_UNREACHABLE = 4  # a server stayed unreachable through the start-up retries
 EXIT_UNDECODABLE_BATCH = 5  # the topic holds a record batch this client cannot decode
 EXIT_AUTHENTICATION = 6  # a server refused the credentials or the TLS trust
+EXIT_BROKEN_PIPE = 141  # the reader of stdout went away (`| head`): like any Unix tool killed by SIGPIPE
 
 
 def _add(
@@ -155,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handler: Handler = args.handler
         return handler(args)
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except Exception as exc:
         # aiokafka and asyncpg hide a refused login or an untrusted certificate behind generic errors.
         code = _report(failures.explained(exc))
@@ -163,38 +168,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
 
 
+def _quiet_broken_pipe() -> int:
+    """``carsys-ingest dlq show | head -1``: the reader has what it wanted; no traceback, no "unreachable". stdout
+    now points at /dev/null so that the interpreter's last flush does not complain either."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_BROKEN_PIPE
+
+
+def _say(line: str, code: int, exc: Exception) -> int:
+    """The one line an operator reads (a JSON object when the logs are JSON lines); the traceback only at DEBUG."""
+    if logs.debug():
+        structlog.get_logger(__name__).debug("the error in full", exc_info=exc)
+    if logs.json_lines():
+        structlog.get_logger(__name__).error(line, exit_code=code)
+    else:
+        print(line, file=sys.stderr)
+    return code
+
+
 def _report(exc: Exception) -> int | None:
     """One line for an operator instead of a traceback, for the errors that are theirs to act on."""
     bad = batches.locate(exc)
     if bad is not None:
         # Not a server problem: the topic holds a batch this client cannot decode (corrupt, or an unknown codec).
-        print(
+        line = (
             f"carsys-ingest: cannot read the record batch at {bad.topic}/{bad.partition} offsets"
             f" {bad.base_offset}-{bad.last_offset} (codec {bad.codec}; {bad.cause}); see docs/operations.md,"
-            " 'A record batch that cannot be decoded'",
-            file=sys.stderr,
+            " 'A record batch that cannot be decoded'"
         )
-        return EXIT_UNDECODABLE_BATCH
-    if isinstance(exc, ConfigError):
-        print(f"carsys-ingest: configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    if isinstance(exc, MigrationError):
-        print(f"carsys-ingest: migrations refused: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    if isinstance(exc, DeploymentError):
-        print(f"carsys-ingest: deployment error: {exc}", file=sys.stderr)
-        return EXIT_DEPLOYMENT
-    if isinstance(exc, AuthenticationError):
-        print(f"carsys-ingest: refused: {exc}", file=sys.stderr)
-        return EXIT_AUTHENTICATION
-    if isinstance(exc, UnreachableError):
-        print(f"carsys-ingest: unreachable: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return _say(line, EXIT_UNDECODABLE_BATCH, exc)
+    for kind, (prefix, code) in _KNOWN.items():
+        if isinstance(exc, kind):
+            return _say(f"carsys-ingest: {prefix}: {exc}", code, exc)
     if isinstance(exc, TransientError | OSError | KafkaError):
         # A server that is down is an operator's problem to see, not a traceback to read.
-        print(f"carsys-ingest: a server is unreachable ({type(exc).__name__}): try again later", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        line = f"carsys-ingest: a server is unreachable ({type(exc).__name__}): try again later"
+        return _say(line, EXIT_UNREACHABLE, exc)
     return None
+
+
+# Checked in this order (UnreachableError is a TransientError: before the catch-all above).
+_KNOWN: dict[type[Exception], tuple[str, int]] = {
+    ConfigError: ("configuration error", EXIT_CONFIG),
+    MigrationError: ("migrations refused", EXIT_CONFIG),
+    DeploymentError: ("deployment error", EXIT_DEPLOYMENT),
+    AuthenticationError: ("refused", EXIT_AUTHENTICATION),
+    UnreachableError: ("unreachable", EXIT_UNREACHABLE),
+}
 
 
 if __name__ == "__main__":

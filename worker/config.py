@@ -47,6 +47,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retry_max_backoff_s: float = 30.0
     retry_attempt_timeout_s: float = 60.0
     shutdown_timeout_s: float = 25.0
+    startup_timeout_s: float = 20.0
     health_stall_timeout_s: float = 120.0
     metrics_port: int = 9108
     log_level: str = "INFO"
@@ -135,6 +136,10 @@ VARIABLES: Mapping[str, tuple[str, str]] = {
         "Deadline of one retry cycle before the caller pauses and tries again.",
     ),
     "SHUTDOWN_TIMEOUT_S": ("shutdown_timeout_s", "Bound on a graceful shutdown after SIGTERM/SIGINT."),
+    "STARTUP_TIMEOUT_S": (
+        "startup_timeout_s",
+        "How long start-up waits for PostgreSQL and Kafka to answer before exiting (code 4).",
+    ),
     "HEALTH_STALL_TIMEOUT_S": (
         "health_stall_timeout_s",
         "`/healthz` fails when the loop made no progress for this long.",
@@ -159,7 +164,25 @@ def _positive(name: str, value: T) -> None:
         raise ConfigError(f"{name} must not be negative")
 
 
+def bootstrap_servers_ok(value: str) -> bool:
+    """``host:port[,host:port...]``; a bracketed IPv6 host (``[::1]:9092``) is fine, a missing or extra part is not."""
+    return all(_host_port_ok(entry.strip()) for entry in value.split(","))
+
+
+def _host_port_ok(entry: str) -> bool:
+    host, sep, port = entry.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1].replace(":", "")
+    plain = bool(sep and host) and ":" not in host and not any(c.isspace() for c in host)
+    return plain and port.isdigit() and 0 < int(port) <= 65535
+
+
 _CHECKS: list[tuple[str, Callable[[Settings], bool], str]] = [
+    (
+        "KAFKA_BOOTSTRAP_SERVERS",
+        lambda s: bootstrap_servers_ok(s.kafka_bootstrap_servers),
+        "must be a comma-separated list of host:port (e.g. broker-1:9092,broker-2:9092)",
+    ),
     ("BATCH_MAX_RECORDS", lambda s: s.batch_max_records >= 1, "must be at least 1"),
     (
         "DB_POOL_MAX_SIZE",

@@ -73,7 +73,7 @@ async def test_valid_stream_lands_exactly_once_and_probes_answer(
         assert float(_metric(body, "carsys_events_applied_total")) > 0
         assert 'carsys_events_dead_lettered_total{stage="contract"}' not in body
         assert "carsys_batch_duration_seconds_count" in body
-        assert 'carsys_consumer_lag{partition="' in body
+        assert f'carsys_consumer_lag_records{{partition="0",topic="{topic}"}}' in body
         assert worker.get("/nope")[0] == 404
     finally:
         assert worker.stop() == 0

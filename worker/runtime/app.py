@@ -8,21 +8,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import signal
-import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
 
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from worker import config
-from worker.errors import TransientError
 from worker.headers import MAX_LETTER_BYTES
-from worker.runtime import failures, logs, migrations, retry
+from worker.runtime import failures, logs, migrations, preflight, retry
 from worker.runtime.consumer import Consumer
 from worker.runtime.deadletters import DeadLetterProducer
 from worker.runtime.health import Health, HealthServer
@@ -31,34 +30,25 @@ from worker.runtime.metrics import Metrics
 from worker.runtime.store import Store
 
 log = structlog.get_logger(__name__)
-T = TypeVar("T")
 
 
-_UNREACHABLE = (OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError)
-
-
-async def _when_database_answers(connect: Callable[[], Awaitable[T]], dsn: str = "") -> T:
-    """``connect()``, retried with the retry policy while the database is still starting or unreachable."""
-    async for attempt in retry.policy(attempts=30, deadline_s=120, max_backoff_s=5):
-        with attempt:
-            try:
-                return await connect()
-            except ssl.SSLError as exc:  # an OSError, but a certificate does not get trusted by waiting
-                raise (failures.database_tls_refusal(exc, dsn) or exc) from None
-            except _UNREACHABLE as exc:
-                raise TransientError(f"database unreachable: {type(exc).__name__}") from None
-    raise AssertionError("unreachable: the retry policy re-raises")
+# Lag, pool gauges, the database check and topic presence are refreshed this often even when nobody scrapes, so that
+# readiness and the gauges never rest on a stale answer (and on every scrape or probe as well).
+_REFRESH_S = 5.0
+_REFRESH_TIMEOUT_S = 2.0
 
 
 async def open_pool(settings: config.Settings) -> asyncpg.Pool:
-    return await _when_database_answers(
+    """The pool, once PostgreSQL answers (waited for up to ``STARTUP_TIMEOUT_S``)."""
+    return await failures.at_startup(
         lambda: asyncpg.create_pool(
             settings.database_url,
             min_size=settings.db_pool_min_size,
             max_size=settings.db_pool_max_size,
             command_timeout=settings.retry_attempt_timeout_s,
         ),
-        settings.database_url,
+        functools.partial(failures.database_failure, dsn=settings.database_url),
+        budget_s=settings.startup_timeout_s,
     )
 
 
@@ -75,17 +65,77 @@ async def _started(*clients: Any) -> AsyncIterator[None]:
                 await client.stop()
 
 
+class _Live:
+    """What exists of the worker so far: the refresh (a timer, and each scrape) uses what is there, as start-up builds
+    it in steps."""
+
+    def __init__(self, settings: config.Settings, metrics: Metrics, health: Health) -> None:
+        self.settings, self.metrics, self.health = settings, metrics, health
+        self.pool: asyncpg.Pool | None = None
+        self.store: Store | None = None
+        self.consumer: Consumer | None = None
+
+    async def refresh(self) -> None:
+        if self.pool is not None:
+            self.metrics.pool_size.set(self.pool.get_size())
+            self.metrics.pool_in_use.set(self.pool.get_size() - self.pool.get_idle_size())
+        if self.store is not None and await self._quietly("database check", self.store.ping()):
+            self.health.db_ok()
+        if self.consumer is not None:
+            self.health.topics_ok = self.consumer.topic_known()
+            await self._quietly("lag refresh", self.consumer.refresh_lag())
+
+    async def _quietly(self, what: str, step: Awaitable[None]) -> bool:
+        try:
+            await asyncio.wait_for(step, timeout=_REFRESH_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - the gauges keep their last values; the loop reports real failures
+            log.debug(f"{what} failed", error_class=type(exc).__name__)
+            return False
+        return True
+
+    async def every(self, seconds: float) -> None:
+        while True:
+            await self.refresh()
+            await asyncio.sleep(seconds)
+
+
 async def run(settings: config.Settings) -> None:
-    await _schema_ready(settings)
-    pool = await open_pool(settings)
     metrics, health = Metrics(), Health(stall_timeout_s=settings.health_stall_timeout_s)
-    store = Store(
-        pool,
-        group_id=settings.kafka_group_id,
-        retention_days=settings.applied_event_retention_days,
-        # One attempt per call: the consumer's own retry loop waits with its partitions paused and still polling.
-        retrying=lambda: retry.policy(attempts=1),
-    )
+    metrics.follow_readiness(health.ready)
+    live = _Live(settings, metrics, health)
+    server = HealthServer(health, metrics, refresh=live.refresh)
+    # First, so that probes answer during start-up: /healthz 200, /readyz 503 until the worker consumes.
+    if settings.metrics_port:
+        await server.start(settings.metrics_port)
+    try:
+        await _start_and_consume(settings, live)
+    finally:
+        await server.stop()
+    log.info("stopped")
+
+
+async def _start_and_consume(settings: config.Settings, live: _Live) -> None:
+    await _schema_ready(settings)
+    live.health.beat()
+    live.pool = await open_pool(settings)
+    live.health.db_ok()  # it just answered; the refresh keeps this fresh from now on
+    try:
+        live.store = Store(
+            live.pool,
+            group_id=settings.kafka_group_id,
+            retention_days=settings.applied_event_retention_days,
+            # One attempt per call: the consumer's own retry loop waits with its partitions paused and still polling.
+            retrying=lambda: retry.policy(attempts=1),
+        )
+        await preflight.check_kafka(settings)
+        live.health.topics_ok = True
+        live.health.beat()
+        await _consume(settings, live, live.store)
+    finally:
+        await live.pool.close()
+
+
+async def _consume(settings: config.Settings, live: _Live, store: Store) -> None:
     kafka = AIOKafkaConsumer(**consumer_options(settings))
     producer = AIOKafkaProducer(
         **kafka_options(settings),
@@ -97,29 +147,24 @@ async def run(settings: config.Settings) -> None:
         store=store,
         dead_letters=DeadLetterProducer(producer, settings.kafka_dlq_topic),
         settings=settings,
-        metrics=metrics,
-        health=health,
+        metrics=live.metrics,
+        health=live.health,
     )
-
-    async def refresh() -> None:
-        metrics.pool_size.set(pool.get_size())
-        metrics.pool_in_use.set(pool.get_size() - pool.get_idle_size())
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(store.ping(), timeout=2)
-            health.db_ok()
-
-    server = HealthServer(health, metrics, refresh=refresh)
-    try:
-        if settings.metrics_port:
-            await server.start(settings.metrics_port)
-        async with _started(producer, kafka):
-            consumer.subscribe()
-            log.info("consuming", topic=settings.kafka_topic, group=settings.kafka_group_id)
+    async with _started(producer, kafka):
+        consumer.subscribe()
+        live.consumer = consumer
+        log.info("consuming", topic=settings.kafka_topic, group=settings.kafka_group_id)
+        refresher = asyncio.create_task(live.every(_REFRESH_S))
+        try:
             await _run_until_signal(consumer, settings.shutdown_timeout_s)
-    finally:
-        await server.stop()
-        await pool.close()
-    log.info("stopped")
+        except KafkaError as exc:
+            refusal = failures.kafka_failure(exc, settings)
+            if refusal is None:
+                raise
+            raise refusal from None
+        finally:
+            refresher.cancel()
+            live.consumer = None
 
 
 async def _run_until_signal(consumer: Consumer, shutdown_timeout_s: float) -> None:
@@ -145,15 +190,26 @@ async def _run_until_signal(consumer: Consumer, shutdown_timeout_s: float) -> No
 
 async def _schema_ready(settings: config.Settings) -> None:
     if settings.migrate_on_start:
-        await _migrate_with_retry(settings.database_url)
-    else:
-        # The runtime role: never DDL, only the read-only check that the owner has migrated.
-        await _when_database_answers(lambda: migrations.check_current(settings.database_url), settings.database_url)
-        log.info("schema current", migrate_on_start=False)
+        await _migrate_with_retry(settings.database_url, settings.startup_timeout_s)
+        return
+    # The runtime role: never DDL, only the read-only check that the owner has migrated.
+    await _database_answers(settings.database_url, settings.startup_timeout_s)
+    await migrations.check_current(settings.database_url)
+    log.info("schema current", migrate_on_start=False)
 
 
-async def _migrate_with_retry(dsn: str) -> None:
-    applied = await _when_database_answers(lambda: migrations.migrate(dsn), dsn)
+async def _database_answers(dsn: str, budget_s: float) -> None:
+    """Once PostgreSQL answers (waited for up to ``budget_s``); a refusal (credentials, TLS) ends start-up at once."""
+    translate = functools.partial(failures.database_failure, dsn=dsn)
+    probe = await failures.at_startup(lambda: asyncpg.connect(dsn), translate, budget_s=budget_s)
+    await probe.close()
+
+
+async def _migrate_with_retry(dsn: str, budget_s: float) -> None:
+    """Migrate once PostgreSQL answers. Only connecting is bounded: applying a migration, or waiting for another
+    replica's, takes what it takes."""
+    await _database_answers(dsn, budget_s)
+    applied = await migrations.migrate(dsn)
     log.info("migrations", applied=applied)
 
 
@@ -207,7 +263,7 @@ def init_command(args: argparse.Namespace) -> int:
             dlq_retention_days=args.dlq_retention_days,
             replication=args.replication_factor,
         )
-        await _migrate_with_retry(settings.database_url)
+        await _migrate_with_retry(settings.database_url, settings.startup_timeout_s)
 
     asyncio.run(init())
     return 0

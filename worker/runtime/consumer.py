@@ -34,7 +34,7 @@ from worker.runtime import batches, retry
 from worker.runtime.batches import BadBatch
 from worker.runtime.deadletters import DeadLetterProducer
 from worker.runtime.health import Health
-from worker.runtime.metrics import Metrics
+from worker.runtime.metrics import Metrics, lag_of
 from worker.runtime.store import BatchResult, Store
 
 log = structlog.get_logger(__name__)
@@ -98,6 +98,9 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._held: dict[TopicPartition, BadBatch] = {}
         self._held_checked_at = 0.0
         self._held_logged_at = 0.0
+        # The group's position per assigned partition: the next offset after the last batch PostgreSQL committed.
+        # The lag metric is measured from it, so records fetched but not yet committed (a batch being retried) count.
+        self._positions: dict[TopicPartition, int] = {}
 
     # ------------------------------------------------------------------------------------------ the loop
 
@@ -236,6 +239,7 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._metrics.held.set(len(self._held))
         self._kafka.seek(tp, position)
         self._delivered[tp] = position
+        self._positions[tp] = position
         try:
             await self._kafka.commit({tp: position})
         except KafkaError as exc:
@@ -282,6 +286,9 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
                             await self._process(batch)
                 return
             except TransientError as exc:
+                # A statement that outlasts the whole cycle (a lock, a hung server) never reaches the paused sleep,
+                # where retries are counted: count the new cycle here, or the counter says nothing is wrong.
+                self._metrics.retries.inc()
                 log.error("transient failure outlasted a retry cycle; still paused", error_class=type(exc).__name__)
 
     def _report_key_mismatches(self, mismatches: Sequence[tuple[Item, KeyMismatch]]) -> None:
@@ -323,6 +330,7 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
             items, extra_offsets=[offset_of(f.record) for f in failures], on_rejected=dead_letter_rejects
         )
         self._health.db_ok()
+        self._metrics.committed()
         self._count(result)
         self._log_batch(items, result)
         await self._commit(records)
@@ -356,6 +364,7 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def _commit(self, records: Sequence[SourceRecord]) -> None:
         positions = {TopicPartition(*tp): n for tp, n in next_offsets(offset_of(r) for r in records).items()}
+        self._positions.update(positions)
         try:
             await self._kafka.commit(positions)
         except KafkaError as exc:
@@ -364,10 +373,35 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
         now_ms = time.time() * 1000
         for r in records:
             self._metrics.latency.observe(max(0.0, (now_ms - r.timestamp) / 1000))
-        for tp, position in positions.items():
-            highwater = self._kafka.highwater(tp)
-            if highwater is not None:
-                self._metrics.lag.labels(str(tp.partition)).set(max(0, highwater - position))
+
+    # ------------------------------------------------------------------------------------------ lag
+
+    def topic_known(self) -> bool:
+        """The source topic is in the client's cluster metadata (refreshed by aiokafka every few minutes)."""
+        return self._kafka.partitions_for_topic(self._settings.kafka_topic) is not None
+
+    async def refresh_lag(self) -> None:
+        """Lag per assigned partition: the log-end offset (asked of the broker, so paused and held partitions are
+        measured too) minus the group's position. Series of partitions no longer assigned are removed."""
+        assigned = [tp for tp in self._kafka.assignment() if tp not in self._seeking]
+        ends: dict[TopicPartition, int] = await self._kafka.end_offsets(assigned) if assigned else {}
+        await self._resolve_positions([tp for tp in assigned if tp not in self._positions])
+        current = self._kafka.assignment()  # a rebalance may have run during the awaits
+        lags = {
+            (tp.topic, tp.partition): lag_of(ends[tp], self._positions[tp])
+            for tp in assigned
+            if tp in current and tp in self._positions and tp in ends
+        }
+        self._metrics.set_lags(lags, {self._settings.kafka_topic})
+
+    async def _resolve_positions(self, unknown: list[TopicPartition]) -> None:
+        """Partitions never committed by this replica: Kafka's committed offset, else the log start (the consumer
+        reads from the earliest offset then)."""
+        for tp in unknown:
+            committed = await self._kafka.committed(tp)
+            if committed is None:
+                committed = (await self._kafka.beginning_offsets([tp]))[tp]
+            self._positions.setdefault(tp, committed)
 
     # ------------------------------------------------------------------------------------------ waiting
 
@@ -415,7 +449,10 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
             # The next owner reads from the committed offset and meets (and reports) a bad batch itself.
             self._delivered.pop(tp, None)
             self._held.pop(tp, None)
+            self._positions.pop(tp, None)
         self._metrics.held.set(len(self._held))
+        self._metrics.forget({(tp.topic, tp.partition) for tp in revoked})
+        self._health.joined = False  # rejoining: not ready until the group assigns again
         async with self._lock:
             # Taking the lock waits for an in-flight batch to commit; nothing else is uncommitted here.
             log.info("partitions revoked", partitions=sorted(tp.partition for tp in revoked))
@@ -430,6 +467,7 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._seeking = set(assigned)
         for tp in assigned:
             self._delivered.pop(tp, None)
+            self._positions.pop(tp, None)
         self._kafka.pause(*assigned)
         try:
             await self._resume_all_from_database(assigned)
@@ -452,6 +490,7 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _resume_from_database(self, tp: TopicPartition, stored: int | None) -> None:
         if stored is None:
             return
+        self._positions[tp] = stored
         committed = await self._kafka.committed(tp)
         if committed is None or stored != committed:
             # Ahead: a crash between the two commits. Behind: PostgreSQL lost acknowledged commits (asynchronous

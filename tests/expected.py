@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -65,3 +66,16 @@ def assert_no_secrets(text: str, secrets: list[str]) -> None:
 
     leaked = [i for i, s in enumerate(secrets) if s in text or quote(s, safe="") in text]
     assert not leaked, f"secret(s) #{leaked} found in the output"  # the index, never the secret itself
+
+
+def said(line: str) -> str:
+    """What a line of the worker's stderr says: the ``event`` of a JSON log line, or the line itself."""
+    try:
+        return str(json.loads(line).get("event", ""))
+    except (ValueError, AttributeError):
+        return line
+
+
+def operator_lines(stderr: str) -> list[str]:
+    """The command line's last words (``carsys-ingest: ...``), whether logs are JSON or plain text."""
+    return [text for text in map(said, stderr.splitlines()) if text.startswith("carsys-ingest:")]

@@ -20,6 +20,7 @@ from dev.db import fetchval
 from dev.kafka import produce, read_all
 from dev.process import REPO, WorkerProcess, worker_env
 from dev.waiting import eventually
+from tests import expected
 from tests.conftest import TopicFactory, with_database
 from worker.runtime import migrations
 
@@ -101,7 +102,7 @@ def _cli(argv: list[str], env: dict[str, str], timeout_s: float = 90) -> subproc
 
 def _one_line(stderr: str, wanted: str) -> str:
     assert "Traceback" not in stderr
-    lines = [line for line in stderr.splitlines() if line.startswith("carsys-ingest:")]
+    lines = expected.operator_lines(stderr)
     assert len(lines) == 1, stderr[-2000:]
     assert wanted in lines[0]
     return lines[0]

@@ -144,9 +144,9 @@ def test_a_refusal_is_one_line_naming_its_cause_and_no_secret(
     result = cli(COMMANDS[command], env, stdin=samples.encode(valid) + b"\n")
     assert result.returncode == 6, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-    ours = [line for line in result.stderr.splitlines() if line.startswith("carsys-ingest:")]
+    ours = expected.operator_lines(result.stderr)
     assert len(ours) == 1, result.stderr[-2000:]
-    assert result.stderr.rstrip().splitlines()[-1] == ours[0]  # the last word
+    assert expected.said(result.stderr.rstrip().splitlines()[-1]) == ours[0]  # the last word
     assert wanted in ours[0]
     assert secured.kafka is not None
     assert secured.kafka.sasl_bootstrap in ours[0]  # the server, by host:port

@@ -20,6 +20,7 @@ from dev.db import fetchval
 from dev.kafka import produce
 from dev.process import REPO, WorkerProcess, worker_env
 from dev.waiting import eventually
+from tests import expected
 from tests.conftest import TopicFactory
 
 pytestmark = pytest.mark.timeout(240)
@@ -99,7 +100,7 @@ def test_a_ca_that_does_not_match_is_one_line_exit_6(
     result = cli(command, {"DATABASE_URL": wrong, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "METRICS_PORT": "0"})
     assert result.returncode == 6, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-    last = result.stderr.rstrip().splitlines()[-1]
+    last = expected.said(result.stderr.rstrip().splitlines()[-1])
     assert last.startswith("carsys-ingest: refused:")
     assert "not trusted" in last
     assert "sslrootcert" in last

@@ -14,23 +14,11 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.metrics_core import Metric
 
 from worker.runtime.metrics import Metrics
 
 FILES = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "carsys-ingest" / "files"
-
-# TODO(wave 3 merge): the metrics branch adds these to Metrics (the names decided in issue 12); until both branches
-# are merged, a name missing from the registry may only be one of these. Delete this set after the merge.
-PROMISED_BY_ISSUE_12 = {
-    "carsys_consumer_lag_records",
-    "carsys_assigned_partitions",
-    "carsys_last_commit_age_seconds",
-    "carsys_ready",
-    "carsys_build_info",
-    "carsys_commits_total",
-}
 
 _KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right"}
 _NOT_SERIES = [
@@ -58,14 +46,7 @@ def _sample_names(family: Metric) -> set[str]:
 
 
 def exported() -> set[str]:
-    names = {n for family in Metrics().registry.collect() for n in _sample_names(family)}
-    if not any(n.startswith("process_") for n in names):
-        # TODO(wave 3 merge): the metrics branch registers the default collectors on the worker's registry.
-        scratch = CollectorRegistry()
-        for collector in (ProcessCollector, PlatformCollector, GCCollector):
-            collector(registry=scratch)
-        names |= {n for family in scratch.collect() for n in _sample_names(family)}
-    return names
+    return {n for family in Metrics().registry.collect() for n in _sample_names(family)}
 
 
 def _dashboard_exprs(node: Any) -> Iterator[str]:
@@ -118,13 +99,13 @@ def test_every_queried_metric_is_exported(source: str) -> None:
     used = set().union(*(metric_names(e) for e in exprs))
     assert len(used) >= (15 if source == "dashboard" else 8), used
     missing = used - exported()
-    assert missing <= PROMISED_BY_ISSUE_12, f"not exported by the worker: {sorted(missing - PROMISED_BY_ISSUE_12)}"
+    assert not missing, f"not exported by the worker: {sorted(missing)}"
 
 
 def test_the_dashboard_shows_every_worker_metric() -> None:
     """Every carsys_ family the worker exports (or is promised to) has a panel; process_/python_ ones may not."""
     exprs = [_label_values(e) for e in _dashboard_exprs(json.loads((FILES / "dashboard.json").read_text()))]
     used = set().union(*(metric_names(e) for e in exprs))
-    families = {re.sub(r"_(bucket|sum|count)$", "", n) for n in exported() | PROMISED_BY_ISSUE_12}
+    families = {re.sub(r"_(bucket|sum|count)$", "", n) for n in exported()}
     unshown = {f for f in families if f.startswith("carsys_") and not any(u.startswith(f) for u in used)}
     assert not unshown, sorted(unshown)

@@ -19,7 +19,7 @@ from dev.process import REPO
 
 pytestmark = pytest.mark.timeout(180)
 
-MEASUREMENTS = ("worker", "latency", "client_limit", "normalise_only", "database_limit", "naive")
+MEASUREMENTS = ("worker", "latency", "client_limit", "normalise_only", "database_limit", "postgres_floor", "naive")
 
 
 def test_worker_bench_quick_run_writes_its_figures(kafka_bootstrap: str, pg_admin_dsn: str, tmp_path: Path) -> None:
@@ -41,7 +41,7 @@ def test_worker_bench_quick_run_writes_its_figures(kafka_bootstrap: str, pg_admi
     assert report["stack_started_here"] is False
     for name in MEASUREMENTS:
         assert name in report["results"], name
-    for name in ("worker", "client_limit", "normalise_only", "database_limit", "naive"):
+    for name in ("worker", "client_limit", "normalise_only", "database_limit", "postgres_floor", "naive"):
         assert report["results"][name]["events_per_s"] > 0, name
     worker = report["results"]["worker"]
     assert worker["db_committed_offsets"] == worker["events"] == worker["kafka_committed_offsets"]
@@ -49,5 +49,10 @@ def test_worker_bench_quick_run_writes_its_figures(kafka_bootstrap: str, pg_admi
     assert worker["cpu_seconds"] > 0
     latency = report["results"]["latency"]
     assert 0 < latency["p50_ms"] <= latency["p99_ms"]
-    assert set(report["ratios"]) == {"worker_vs_database_limit", "worker_vs_naive", "worker_vs_client_limit"}
+    assert set(report["ratios"]) == {
+        "worker_vs_database_limit",
+        "worker_vs_postgres_floor",
+        "worker_vs_naive",
+        "worker_vs_client_limit",
+    }
     assert all(value > 0 for value in report["ratios"].values())

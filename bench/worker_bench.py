@@ -353,13 +353,19 @@ async def watch_drain(worker: Worker, bench: Bench, n: int, timeout_s: float) ->
         }
 
     window, before = Window(), cpu()
-    deadline = time.monotonic() + timeout_s
+    deadline, idle_at, idle_cpu = time.monotonic() + timeout_s, time.time(), before
     while time.monotonic() < deadline:
         m = worker.metrics()
         now = time.time()
         if not window.start and m.get("carsys_events_consumed_total", 0) > 0:
             window.start, before = now, cpu()
+        elif not window.start:
+            idle_at, idle_cpu = now, cpu()
         if m.get("carsys_end_to_end_latency_seconds_count", 0) >= n:
+            if window.start == now:
+                # A drain shorter than one scrape (a quick run) is timed from the last scrape that saw nothing
+                # consumed: an upper bound, never zero.
+                window.start, before = idle_at, idle_cpu
             window.end = now
             after = cpu()
             window.cpu = {k: (before[k], after[k]) for k in after}

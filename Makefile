@@ -7,7 +7,7 @@ UV := $(BOOTSTRAP)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := python3
 
-.PHONY: help venv test unit demo bench lint format stack-up stack-down clean
+.PHONY: help venv test unit demo bench bench-peers lint format stack-up stack-down clean
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -33,6 +33,10 @@ demo: venv  ## the worker end to end: local stack, sample events, what landed, d
 
 bench: venv  ## benchmarks: print figures, never assert
 	.venv/bin/python -m bench.run_all
+
+bench-peers: venv  ## the worker against Quix Streams and Kafka Connect + Debezium (fetched into ~/.cache/carsys-ingest)
+	.venv/bin/python -m bench.peers.fetch
+	.venv/bin/python -m bench.peers.run $(PEERS_ARGS)
 
 lint: venv  ## ruff, ruff format --check, mypy --strict, the dependency rule
 	.venv/bin/ruff check .

@@ -1,8 +1,8 @@
 """Fetch the peers once into ~/.cache/carsys-ingest (never into the project's lock): ``make bench-peers`` runs it.
 
 - Kafka Connect 4.1.1's runtime (standalone mode) from Maven Central, resolved with Maven like dev/stack.py's broker
-  (bench/peers/connect/runtime.pom.xml);
-- the Debezium JDBC sink 3.6.0.Final as a Connect plugin folder (bench/peers/connect/debezium-jdbc.pom.xml), without
+  (bench/peers/maven/runtime.pom.xml);
+- the Debezium JDBC sink 3.6.0.Final as a Connect plugin folder (bench/peers/maven/debezium-jdbc.pom.xml), without
   the jars the runtime provides (Kafka's, slf4j) and without Jackson, whose copies in a plugin folder clash with the
   runtime's;
 - Quix Streams 3.28.1 with its PostgreSQL extra in a virtualenv of its own, from bench/peers/quix-requirements.txt
@@ -55,11 +55,11 @@ def _maven(pom: Path, into: Path, *extra: str) -> None:
 def connect() -> None:
     if not (CONNECT_LIBS / ".complete").exists():
         print(f"peers: Kafka Connect {CONNECT_VERSION} runtime -> {CONNECT_LIBS}", file=sys.stderr)
-        _maven(PEERS / "connect" / "runtime.pom.xml", CONNECT_LIBS, f"-Dkafka.version={CONNECT_VERSION}")
+        _maven(PEERS / "maven" / "runtime.pom.xml", CONNECT_LIBS, f"-Dkafka.version={CONNECT_VERSION}")
     if not (DEBEZIUM_PLUGIN / ".complete").exists():
         print(f"peers: Debezium JDBC sink {DEBEZIUM_VERSION} -> {DEBEZIUM_PLUGIN}", file=sys.stderr)
         excluded = ",".join(PLUGIN_EXCLUDED_GROUPS)
-        _maven(PEERS / "connect" / "debezium-jdbc.pom.xml", DEBEZIUM_PLUGIN, f"-DexcludeGroupIds={excluded}")
+        _maven(PEERS / "maven" / "debezium-jdbc.pom.xml", DEBEZIUM_PLUGIN, f"-DexcludeGroupIds={excluded}")
 
 
 def quix() -> None:

@@ -180,7 +180,7 @@ def connect_starter(worker: ConnectWorker, dead_letters: bool) -> Starter:
     async def start(bench: wb.Bench, case: Case, topic: str, dsn: str, log_dir: Path) -> Run:
         name = f"sink-{topic}".replace(".", "-")
         dlq = f"{topic}.connect-dlq" if dead_letters else None
-        worker.create(name, sink_config(topic, dsn, "appointments", 1, dead_letters=dlq), paused=False)
+        worker.create(name, sink_config(topic, dsn, "appointments", 1, dead_letters=dlq))
         await asyncio.to_thread(worker.wait_tasks, name, "RUNNING", 1)
 
         def error() -> str:

@@ -1,7 +1,7 @@
 """A Kafka Connect 4.1.1 worker in standalone mode with the Debezium JDBC sink, for the peer benchmark.
 
 Started with ``java`` on the jars bench/peers/fetch.py resolved (no Kafka distribution, like dev/stack.py's broker);
-connectors are created over its REST API, paused, so that the measured window starts when they are resumed.
+connectors are created over its REST API.
 """
 
 from __future__ import annotations
@@ -53,6 +53,10 @@ class ConnectWorker:
         self.port = devstack.free_port()
         self.bootstrap = bootstrap
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     @property
     def pid(self) -> int:
@@ -114,11 +118,8 @@ class ConnectWorker:
             text = resp.read().decode()
         return json.loads(text) if text else None
 
-    def create(self, name: str, config: dict[str, str], *, paused: bool) -> None:
-        body: dict[str, Any] = {"name": name, "config": config}
-        if paused:
-            body["initial_state"] = "PAUSED"
-        self.request("POST", "/connectors", body)
+    def create(self, name: str, config: dict[str, str]) -> None:
+        self.request("POST", "/connectors", {"name": name, "config": config})
 
     def status(self, name: str) -> dict[str, Any]:
         try:
@@ -136,12 +137,6 @@ class ConnectWorker:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{name}: tasks {self.task_states(name)}, expected {tasks} {state}")
             time.sleep(0.2)
-
-    def resume(self, name: str) -> None:
-        self.request("PUT", f"/connectors/{name}/resume")
-
-    def delete(self, name: str) -> None:
-        self.request("DELETE", f"/connectors/{name}")
 
     def stop(self) -> None:
         if self.proc is not None:

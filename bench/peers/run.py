@@ -11,28 +11,32 @@
 Each measurement has its own topic and database; the rounds interleave the systems (the order rotates), so a noisy
 neighbour hurts all of them alike. Then the behaviour checks (bench/peers/behaviour.py): a stale update, a record
 that is not JSON, a record that breaks the contract. Needs the peers fetched first (bench/peers/fetch.py). Uses
-KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL when set, else starts a durable throwaway stack. Prints, never asserts;
-writes bench/results/peers-<timestamp>.json.
+``--stack NAME`` (a stack of dev/stack.py), else KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL when set, else starts
+a durable throwaway stack; PostgreSQL's CPU is reported when its process is known (not with the variables).
+Prints, never asserts; writes bench/results/peers-<timestamp>.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
 import statistics
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from bench import worker_bench as wb
 from bench.peers import behaviour, fetch, flat
 from bench.peers.common import connect_records, events_of
 from bench.peers.throughput import measure_connect, measure_quix, measure_worker
+from dev import stack as devstack
 from worker.runtime import logs
 
 
@@ -45,6 +49,7 @@ class Options:
     throughput: bool
     behaviour: bool
     output: Path
+    stack: str | None
 
 
 def options(argv: Sequence[str] | None) -> Options:
@@ -55,6 +60,7 @@ def options(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-behaviour", action="store_true")
+    parser.add_argument("--stack", help="a stack started with `python -m dev.stack up --name NAME` (default: own)")
     parser.add_argument("--output", type=Path, default=wb.RESULTS)
     a = parser.parse_args(argv)
     return Options(
@@ -65,6 +71,7 @@ def options(argv: Sequence[str] | None) -> Options:
         throughput=not a.skip_throughput,
         behaviour=not a.skip_behaviour,
         output=a.output,
+        stack=a.stack,
     )
 
 
@@ -102,16 +109,25 @@ async def throughput(bench: wb.Bench, opts: Options, log_dir: Path) -> dict[str,
 
 def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [run for run in runs if "error" not in run]
-    keys = ("events_per_s", "rows_per_s", "cpu_ms_per_1000_events", "peak_rss_mib", "postgres_cpu_seconds")
+    for run in ok:
+        pg = run.get("postgres_cpu_seconds")
+        run["postgres_cpu_ms_per_1000_events"] = None if pg is None else round(1e6 * pg / run["events"], 1)
+    keys = ("events_per_s", "rows_per_s", "cpu_ms_per_1000_events", "postgres_cpu_ms_per_1000_events", "peak_rss_mib")
     out: dict[str, Any] = {"runs": len(ok), "failed": len(runs) - len(ok)}
     for key in keys:
         values = [run[key] for run in ok if run.get(key) is not None]
         out[key] = round(statistics.median(values), 1) if values else None
+    out["load_average_1m_at_start"] = [run["load_average_1m_at_start"] for run in runs]
     return out
 
 
+def _or_dash(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def table(summary: dict[str, dict[str, Any]]) -> str:
-    head = f"{'system':<16} {'events/s':>9} {'rows/s':>9} {'x worker rows/s':>15} {'CPU ms/1000 ev':>14} {'RSS MiB':>8}"
+    head = f"{'system':<16} {'events/s':>9} {'rows/s':>9} {'x worker rows/s':>15} {'CPU ms/1000 ev':>14}"
+    head += f" {'PG CPU ms/1000 ev':>17} {'RSS MiB':>8}"
     base = summary.get("carsys-ingest", {}).get("rows_per_s")
     lines = [head]
     for name, m in summary.items():
@@ -121,7 +137,8 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
         ratio = f"{m['rows_per_s'] / base:.2f}x" if base else "-"
         lines.append(
             f"{name:<16} {m['events_per_s']:>9.0f} {m['rows_per_s']:>9.0f} {ratio:>15} "
-            f"{m['cpu_ms_per_1000_events']:>14.1f} {m['peak_rss_mib']:>8.0f}"
+            f"{m['cpu_ms_per_1000_events']:>14.1f} {_or_dash(m['postgres_cpu_ms_per_1000_events']):>17} "
+            f"{m['peak_rss_mib']:>8.0f}"
         )
     return "\n".join(lines)
 
@@ -151,12 +168,26 @@ async def run(opts: Options, bench: wb.Bench) -> dict[str, Any]:
     return report
 
 
+@contextlib.contextmanager
+def stack(name: str | None) -> Iterator[wb.Bench]:
+    """A named stack of dev/stack.py (its PostgreSQL's and Kafka's CPU are then accounted), else a throwaway one."""
+    if name is None:
+        with wb.local_stack() as bench:
+            yield bench
+        return
+    found = devstack.Stack.load(name)
+    if found is None:
+        raise SystemExit(f"stack {name!r} is not running: python -m dev.stack up --name {name}")
+    admin = urlunsplit(urlsplit(found.database_url)._replace(path="/postgres"))
+    yield wb.Bench(bootstrap=found.kafka_bootstrap, admin_dsn=admin, stack=found)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     opts = options(argv)
     logs.configure("WARNING", "console")
     if fetch.main() != 0:
         sys.exit(1)
-    with wb.local_stack() as bench:
+    with stack(opts.stack) as bench:
         report = asyncio.run(run(opts, bench))
     if "summary" in report:
         print(table(report["summary"]))

@@ -42,7 +42,8 @@ def test_the_row_is_the_events_appointment() -> None:
 
 def test_only_the_poison_schema_lets_the_key_be_null() -> None:
     optional = {f["field"]: f["optional"] for f in flat.schema(optional_keys=True)["fields"]}
-    assert optional["dms_number"] and not optional["dealer_id"]
+    assert optional["dms_number"]
+    assert not optional["dealer_id"]
     assert not {f["field"]: f["optional"] for f in flat.schema()["fields"]}["dms_number"]
 
 

@@ -12,7 +12,7 @@ ASYNCAPI_TOOLS := dev/asyncapi-tools
 ASYNCAPI_LOCK_SHA := $(shell cat $(ASYNCAPI_TOOLS)/package.json $(ASYNCAPI_TOOLS)/package-lock.json | sha256sum | cut -c1-12)
 ASYNCAPI_CACHE := $(HOME)/.cache/carsys-ingest/asyncapi-parser-$(ASYNCAPI_LOCK_SHA)
 
-.PHONY: help venv test unit demo bench lint audit format asyncapi stack-up stack-down clean tools chart-check
+.PHONY: help venv test unit demo bench bench-peers lint audit format asyncapi stack-up stack-down clean tools chart-check
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -39,6 +39,10 @@ demo: venv  ## the worker end to end: local stack, sample events, what landed, d
 
 bench: venv  ## benchmarks: print figures, never assert
 	.venv/bin/python -m bench.run_all
+
+bench-peers: venv  ## the worker against Quix Streams and Kafka Connect + Debezium (fetched into ~/.cache/carsys-ingest)
+	.venv/bin/python -m bench.peers.fetch
+	.venv/bin/python -m bench.peers.run $(PEERS_ARGS)
 
 lint: venv  ## ruff, ruff format --check, mypy --strict, the dependency rule
 	.venv/bin/ruff check .

@@ -143,7 +143,8 @@ _PERSONAL_COLUMNS = (
 _ERASE_PERSONS = f"""
 UPDATE persons
 SET {", ".join(f"{c} = NULL" for c in _PERSONAL_COLUMNS)}, notes = '[]', erased_at = now(),
-    occurred_at = greatest(occurred_at, now()), event_id = '00000000-0000-0000-0000-000000000000', updated_at = now()
+    occurred_at = greatest(occurred_at, now()), event_id = '00000000-0000-0000-0000-000000000000', updated_at = now(),
+    source_topic = NULL, source_partition = NULL, source_offset = NULL
 WHERE dealer_id = $1 AND person_id = ANY($2::text[])
 """
 

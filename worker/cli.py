@@ -19,12 +19,14 @@ from worker.errors import (
     TransientError,
     UnreachableError,
 )
+from worker.headers import worker_version
 from worker.ops.erasure import erase_command
 from worker.ops.inspection import list_command, show_command
 from worker.ops.preview import normalize_command, schema_command
 from worker.ops.publisher import publish_command
 from worker.ops.replay import replay_command
 from worker.ops.skip import skip_command
+from worker.ops.trace import trace_command
 from worker.runtime import batches
 from worker.runtime.app import init_command, run_command
 from worker.runtime.migrations import migrate_command
@@ -51,15 +53,29 @@ def _input_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", nargs="?", default="-", help="a JSON document or NDJSON file; - (default) reads stdin")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (0 or -1 are not "no limit": leave the option out for that)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value} (leave the option out for no limit)")
+    return value
+
+
 def _dlq_filters(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stage", choices=["decode", "contract", "normalise", "write"])
-    parser.add_argument("--error-class", help="e.g. ContractError")
-    parser.add_argument("--dealer", help="dealer id (from the record key)")
+    parser.add_argument(
+        "--stage", choices=["decode", "contract", "normalise", "write"], help="only letters that failed at this stage"
+    )
+    parser.add_argument("--error-class", help="only this error class, e.g. ContractError")
+    parser.add_argument("--dealer", help="only this dealer id (from the record key)")
+    parser.add_argument("--key", help="only this record key, DEALER/DMS (compared as bytes, fast on large topics)")
     parser.add_argument("--since", help="failed at or after this RFC 3339 time")
     parser.add_argument("--until", help="failed before this RFC 3339 time")
     parser.add_argument("--partition", help="dead-letter partition(s), e.g. 0 or 0-2")
     parser.add_argument("--offset", help="dead-letter offset range, e.g. 100-200")
-    parser.add_argument("--limit", type=int, help="at most this many letters")
+    parser.add_argument("--limit", type=positive_int, help="at most this many letters (>= 1; default: all)")
 
 
 def _dlq_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -90,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="carsys-ingest",
         description="Receives the Carsys DMS push from Kafka and writes it idempotently to PostgreSQL for Claire.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {worker_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add(
         sub,
@@ -136,7 +153,24 @@ def build_parser() -> argparse.ArgumentParser:
     skip.add_argument("--offset", type=int, required=True, help="first offset of the batch, as the worker printed")
     skip.add_argument("--force", action="store_true", help="skip even records the group has not read yet before it")
     _dlq_parser(sub)
+    _trace_parser(sub)
     return parser
+
+
+def _trace_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    trace = _add(
+        sub,
+        "trace",
+        trace_command,
+        "everything known about one appointment: stored rows, events seen, dead letters, consumer position"
+        " (exit 0 when anything is known, 1 when nothing is)",
+    )
+    trace.add_argument("key", nargs="?", help="the record key, DEALER/DMS")
+    trace.add_argument("--event-id", help="an event id: finds its appointment (stored, applied or dead-lettered)")
+    trace.add_argument("--dealer", help="dealer id (with --dms), instead of a key")
+    trace.add_argument("--dms", help="the appointment's dms_number (with --dealer)")
+    trace.add_argument("--json", action="store_true", help="machine-readable output")
+    trace.add_argument("--reveal", action="store_true", help="show personal values (personal data!)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

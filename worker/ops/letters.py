@@ -141,6 +141,7 @@ class Filters(msgspec.Struct, frozen=True, kw_only=True):
     until: dt.datetime | None = None
     partitions: Range | None = None
     offsets: Range | None = None
+    key: bytes | None = None  # the record key, byte for byte (``DEALER/DMS``)
 
     @classmethod
     def from_args(cls, args: Any) -> Filters:
@@ -153,6 +154,7 @@ class Filters(msgspec.Struct, frozen=True, kw_only=True):
             until=parse_option_time(args.until, "--until") if args.until else None,
             partitions=parse_range(args.partition, "--partition") if args.partition else None,
             offsets=parse_range(args.offset, "--offset") if args.offset else None,
+            key=args.key.encode() if getattr(args, "key", None) else None,
         )
 
 
@@ -161,6 +163,7 @@ def _attribute_match(letter: Letter, f: Filters) -> bool:
         (f.stage is None or letter.stage == f.stage)
         and (f.error_class is None or letter.error_class == f.error_class)
         and (f.dealer is None or letter.dealer == f.dealer)
+        and (f.key is None or letter.key == f.key)
     )
 
 

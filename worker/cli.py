@@ -95,7 +95,14 @@ def _dlq_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "republish matching letters to their source topic",
     )
     _dlq_filters(replay)
-    replay.add_argument("--dry-run", action="store_true", help="decode and normalise only; produce nothing")
+    replay.add_argument(
+        "--dry-run", action="store_true", help="decode and normalise only; produce nothing; a summary by reason"
+    )
+    replay.add_argument("--verbose", action="store_true", help="with --dry-run: one line per letter too")
+    replay.add_argument(
+        "--to-topic",
+        help="republish to this topic instead of the source (a staging check; not recorded as replayed)",
+    )
     replay.add_argument("--rate", type=float, default=500.0, help="most letters per second (default 500)")
     replay.add_argument("--max-replays", type=int, default=3, help="refuse letters replayed this often (default 3)")
     replay.add_argument("--force", action="store_true", help="replay even past --max-replays")
@@ -123,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     init = _add(sub, "init", init_command, "create the topics (and the dead-letter topic) and migrate")
     init.add_argument("--partitions", type=int, default=6, help="partitions of the event topic (default 6)")
     init.add_argument("--dlq-retention-days", type=int, default=30, help="dead-letter retention (default 30 days)")
-    init.add_argument("--replication-factor", type=int, default=1)
+    init.add_argument("--replication-factor", type=int, default=1, help="replicas of both topics (default 1)")
     _input_arg(
         _add(
             sub,
@@ -138,11 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--allow-invalid", action="store_true", help="publish invalid events too (tests the DLQ path)")
     publish.add_argument("--topic", help="default: KAFKA_TOPIC")
     erase = _add(sub, "erase", erase_command, "AVG/GDPR: erase one person's personal data")
-    erase.add_argument("--dealer", required=True)
+    erase.add_argument("--dealer", required=True, help="the dealer id the person belongs to")
     who = erase.add_mutually_exclusive_group(required=True)
-    who.add_argument("--person-id")
-    who.add_argument("--email")
-    who.add_argument("--phone")
+    who.add_argument("--person-id", help="the DMS's person id")
+    who.add_argument("--email", help="an e-mail address of the person (compared normalised)")
+    who.add_argument("--phone", help="a phone number of the person (compared normalised, E.164)")
     skip = _add(
         sub,
         "skip",

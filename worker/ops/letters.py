@@ -74,6 +74,11 @@ class Letter(msgspec.Struct, frozen=True):
         return int(raw) if raw and raw.isdigit() else 0
 
     @property
+    def reason(self) -> str:
+        """Why it failed, value-free by construction (messages never quote record values: worker.errors)."""
+        return f"{self.stage} {self.error_class}: {self.error_message}"
+
+    @property
     def dealer(self) -> str:
         """The dealer from the contract's key ``{dealer_id}/{dms_number}``; the key holds no personal data."""
         if not self.key:
@@ -211,14 +216,23 @@ class Summary(msgspec.Struct, kw_only=True):
     by_stage: dict[str, int]
     by_error_class: dict[str, int]
     by_dealer: dict[str, int]
+    by_reason: dict[str, int]  # stage, error class and message
+    by_dealer_reason: dict[str, dict[str, int]]
     oldest_failure: str | None
     newest_failure: str | None
     replayed: int | None  # originals already republished by `dlq replay`; None when the progress table is unknown
     failed_after_replay: int  # letters whose record had been replayed before (dlq.replay.count > 0)
 
 
-def _counts(values: Iterable[str]) -> dict[str, int]:
+def counts(values: Iterable[str]) -> dict[str, int]:
     return dict(sorted(Counter(values).items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _by_dealer_reason(letters: Sequence[Letter]) -> dict[str, dict[str, int]]:
+    reasons: dict[str, list[str]] = {}
+    for letter in letters:
+        reasons.setdefault(letter.dealer, []).append(letter.reason)
+    return {d: counts(reasons[d]) for d in counts(letter.dealer for letter in letters)}
 
 
 def summarise(letters: Sequence[Letter], replayed: set[Origin] | None) -> Summary:
@@ -229,9 +243,11 @@ def summarise(letters: Sequence[Letter], replayed: set[Origin] | None) -> Summar
         letters=len(letters),
         unique=len(kept),
         duplicates=duplicates,
-        by_stage=_counts(letter.stage for letter in kept),
-        by_error_class=_counts(letter.error_class for letter in kept),
-        by_dealer=_counts(letter.dealer for letter in kept),
+        by_stage=counts(letter.stage for letter in kept),
+        by_error_class=counts(letter.error_class for letter in kept),
+        by_dealer=counts(letter.dealer for letter in kept),
+        by_reason=counts(letter.reason for letter in kept),
+        by_dealer_reason=_by_dealer_reason(kept),
         oldest_failure=times[0].isoformat() if times else None,
         newest_failure=times[-1].isoformat() if times else None,
         replayed=None if replayed is None else sum(1 for letter in kept if letter.identity in replayed),
@@ -239,11 +255,24 @@ def summarise(letters: Sequence[Letter], replayed: set[Origin] | None) -> Summar
     )
 
 
+TABLE_ROWS = 20  # the longest tables (reasons, dealers) are cut here in the human output; --json has them all
+
+
 def _table(title: str, counts: dict[str, int]) -> list[str]:
     if not counts:
         return []
-    width = max(len(name) for name in counts)
-    return [f"{title}:", *(f"  {name:<{width}}  {n:>7}" for name, n in counts.items())]
+    shown = list(counts.items())[:TABLE_ROWS]
+    width = min(max(len(name) for name, _ in shown), 100)
+    lines = [f"{title}:", *(f"  {name:<{width}}  {n:>7}" for name, n in shown)]
+    if len(counts) > len(shown):
+        rest = sum(n for _, n in list(counts.items())[TABLE_ROWS:])
+        lines.append(f"  ... {len(counts) - len(shown)} more ({rest} records; --json lists all)")
+    return lines
+
+
+def flat_dealer_reason(by_dealer_reason: dict[str, dict[str, int]]) -> dict[str, int]:
+    pairs = {f"{d} | {r}": n for d, reasons in by_dealer_reason.items() for r, n in reasons.items()}
+    return dict(sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def render_summary(topic: str, s: Summary) -> str:
@@ -256,7 +285,14 @@ def render_summary(topic: str, s: Summary) -> str:
         f"already replayed: {replayed}",
         f"failed again after a replay: {s.failed_after_replay}",
     ]
-    for title, counts in (("by stage", s.by_stage), ("by error class", s.by_error_class), ("by dealer", s.by_dealer)):
+    tables = (
+        ("by stage", s.by_stage),
+        ("by error class", s.by_error_class),
+        ("by dealer", s.by_dealer),
+        ("by reason (stage, class, message)", s.by_reason),
+        ("by dealer | reason", flat_dealer_reason(s.by_dealer_reason)),
+    )
+    for title, counts in tables:
         lines += _table(title, counts)
     return "\n".join(lines)
 

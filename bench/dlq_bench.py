@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -42,12 +44,16 @@ from worker.runtime import migrations
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-class _Source:
+class _Source(msgspec.Struct, frozen=True):
     """The parts of a consumer record that letter_headers reads."""
 
-    def __init__(self, topic: str, partition: int, offset: int) -> None:
-        self.topic, self.partition, self.offset, self.timestamp = topic, partition, offset, 1_700_000_000_000
-        self.headers: list[tuple[str, bytes]] = []
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int = 1_700_000_000_000
+    key: bytes | None = None
+    value: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @contextlib.contextmanager
@@ -84,13 +90,13 @@ async def create(bootstrap: str, admin_dsn: str, topic: str, partitions: int) ->
     return dsn
 
 
-async def fill(bootstrap: str, topic: str, letters: int, partitions: int) -> tuple[bytes, int]:
-    """Produce ``letters`` letters; return the key of one of them and the bytes produced."""
+async def fill(bootstrap: str, topic: str, letters: int, partitions: int) -> tuple[bytes, str, int]:
+    """Produce ``letters`` letters; return the key and event id of one of them and the bytes produced."""
     events = samples.stream(seed=3, events=letters, dealers=50, appointments_per_dealer=10**6, delete_ratio=0)
     error = ContractError("$.appointment.persons[0].id: Expected `str`, got `int`")
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=1 << 20)
     await producer.start()
-    size, chosen = 0, b""
+    size, chosen, event_id = 0, b"", ""
     try:
         pending = []
         for n, event in enumerate(events):
@@ -100,27 +106,41 @@ async def fill(bootstrap: str, topic: str, letters: int, partitions: int) -> tup
             pending.append(await producer.send(f"{topic}.dlq", value=value, key=key, headers=headers))
             size += len(key) + len(value) + sum(len(k) + len(v) for k, v in headers)
             if n == letters // 2:
-                chosen = key
+                chosen, event_id = key, event["event_id"]
             if len(pending) >= 5000:
                 await asyncio.gather(*pending)
                 pending.clear()
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
-    return chosen, size
+    return chosen, event_id, size
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def timed(env: dict[str, str], args: list[str], runs: int) -> dict[str, Any]:
-    seconds = []
+    """Wall time and the command's own CPU time (user + system): on a shared machine the wall time also holds the
+    wait for a core, the CPU time does not (the broker's and PostgreSQL's work is in neither)."""
+    seconds, cpu = [], []
     for _ in range(runs):
-        started = time.perf_counter()
+        started, cpu_before = time.perf_counter(), _children_cpu_s()
         done = subprocess.run(
             [sys.executable, "-m", "worker.cli", *args], env=env, capture_output=True, text=True, check=False
         )
         seconds.append(time.perf_counter() - started)
+        cpu.append(_children_cpu_s() - cpu_before)
         if done.returncode not in (0, 1):
             raise SystemExit(f"carsys-ingest {' '.join(args)} exited {done.returncode}: {done.stderr[-2000:]}")
-    return {"command": "carsys-ingest " + " ".join(args), "min_s": min(seconds), "median_s": statistics.median(seconds)}
+    return {
+        "command": "carsys-ingest " + " ".join(args),
+        "min_s": min(seconds),
+        "median_s": statistics.median(seconds),
+        "cpu_median_s": statistics.median(cpu),
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def machine() -> dict[str, Any]:
@@ -147,7 +167,7 @@ def main() -> None:
         topic = f"bench.dlq.{uuid.uuid4().hex[:8]}"
         dsn = asyncio.run(create(bootstrap, admin_dsn, topic, opts.partitions))
         started = time.perf_counter()
-        key, size = asyncio.run(fill(bootstrap, topic, opts.letters, opts.partitions))
+        key, event_id, size = asyncio.run(fill(bootstrap, topic, opts.letters, opts.partitions))
         took_s = time.perf_counter() - started
         print(f"filled {topic}.dlq: {opts.letters} letters, {size / 1e6:.0f} MB in {took_s:.1f} s")
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "DATABASE_URL": dsn, "KAFKA_TOPIC": topic}
@@ -156,10 +176,14 @@ def main() -> None:
             ["dlq", "list", "--json"],
             ["dlq", "list", "--json", "--key", key.decode()],
             ["trace", key.decode(), "--json"],
+            ["trace", "--event-id", event_id, "--json"],
         ]
         results = [timed(env, args, opts.runs) for args in commands]
     for r in results:
-        print(f"{r['command']:<70} min {r['min_s']:6.2f} s  median {r['median_s']:6.2f} s")
+        print(
+            f"{r['command']:<58} min {r['min_s']:6.2f} s  median {r['median_s']:6.2f} s"
+            f"  CPU {r['cpu_median_s']:5.2f} s  load {r['load_average_after'][0]}"
+        )
     RESULTS.mkdir(exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     document = {"letters": opts.letters, "bytes": size, "machine": machine(), "commit": commit(), "results": results}

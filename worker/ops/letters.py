@@ -11,19 +11,24 @@ types) and masks every value except a few envelope fields that identify the even
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import msgspec
 
-from worker.headers import PREFIX, REPLAY_COUNT, header
+from worker.headers import PREFIX, REPLAY_COUNT
 
 Origin = tuple[str, int, int]  # the original record: topic, partition, offset
 
 
-class Letter(msgspec.Struct, frozen=True):
-    """One record of the dead-letter topic: where it sits there, and the original record it carries."""
+class Letter(msgspec.Struct, frozen=True, dict=True):
+    """One record of the dead-letter topic: where it sits there, and the original record it carries.
+
+    ``dict=True`` lets the headers be indexed once per letter (cached_property): summarising 100,000 letters reads
+    each letter's headers some 20 times, and scanning the list every time was most of ``dlq list``'s run time.
+    """
 
     topic: str
     partition: int
@@ -37,10 +42,15 @@ class Letter(msgspec.Struct, frozen=True):
     def coordinates(self) -> str:
         return f"{self.topic}/{self.partition}/{self.offset}"
 
-    def get(self, name: str) -> str | None:
-        return header(self.headers, name)
+    @functools.cached_property
+    def _index(self) -> dict[str, str]:
+        # The last header of a name wins, as worker.headers.header reads them.
+        return {k: v.decode("utf-8", "replace") for k, v in self.headers}
 
-    @property
+    def get(self, name: str) -> str | None:
+        return self._index.get(name)
+
+    @functools.cached_property
     def origin(self) -> Origin | None:
         topic, partition, offset = (self.get(f"dlq.original.{n}") for n in ("topic", "partition", "offset"))
         if not topic or not _is_int(partition) or not _is_int(offset):

@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--person-id", help="the DMS's person id")
     who.add_argument("--email", help="an e-mail address of the person (compared normalised)")
     who.add_argument("--phone", help="a phone number of the person (compared normalised, E.164)")
+    erase.add_argument("--dry-run", action="store_true", help="report what would be erased; change nothing")
+    erase.add_argument("--yes", action="store_true", help="erase without asking (required when not on a terminal)")
+    erase.add_argument("--list", action="store_true", help="list the coordinates of dead letters and descriptions")
     skip = _add(
         sub,
         "skip",

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from tests.unit.test_letters import letter
 from worker import cli
 from worker.headers import worker_version
+from worker.ops.freetext import Needles, find, scrub
 from worker.ops.inspection import raw_filter
 from worker.ops.letters import Filters, flat_dealer_reason, summarise
 from worker.ops.progress import Progress, bar_text, eta_s
@@ -175,3 +176,35 @@ def test_partitioner_is_the_producers_default() -> None:
     keys = [f"dealer-{i % 7}/{i}".encode() for i in range(300)]
     assert [partition_of(k, 6) for k in keys] == [DefaultPartitioner()(k, list(range(6)), []) for k in keys]
     assert {partition_of(k, 6) for k in keys} == set(range(6))
+
+
+NEEDLES = Needles(
+    emails=frozenset({"w.zwartkruis@example.nl"}),
+    phones=frozenset({"+31639847561", "+3258213456"}),
+    names=frozenset({("Wilhelmina", "Zwartkruis-Oosterhout")}),
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "kinds", "scrubbed"),
+    [
+        ("Klant W.Zwartkruis@Example.NL.", ["email"], "Klant [erased]."),
+        ("bel 06-39 84 75 61 (mobiel)", ["phone"], "bel [erased] (mobiel)"),
+        ("bel +31 6 39847561", ["phone"], "bel [erased]"),
+        ("mevr WILHELMINA  zwartkruis-oosterhout wacht", ["full_name"], "mevr [erased] wacht"),
+        ("vraag naar Zwartkruis-Oosterhout", ["last_name"], "vraag naar Zwartkruis-Oosterhout"),
+        ("Oosterhout of Zwartkruis", [], "Oosterhout of Zwartkruis"),
+        ("bel 06-12345678, mail jan@example.nl", [], "bel 06-12345678, mail jan@example.nl"),
+        ("APK keuring", [], "APK keuring"),
+    ],
+)
+def test_free_text_hits_and_scrub(text: str, kinds: list[str], scrubbed: str) -> None:
+    hits = find(text, NEEDLES)
+    assert [h.kind for h in hits] == kinds
+    assert scrub(text, hits) == scrubbed
+
+
+@given(st.text(max_size=80))
+def test_scrub_without_scrubbable_hits_changes_nothing(text: str) -> None:
+    hits = [h for h in find(text, NEEDLES) if h.kind == "last_name"]
+    assert scrub(text, hits) == text

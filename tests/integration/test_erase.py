@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import io
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -145,6 +147,13 @@ async def test_erase_leaves_no_trace_and_lists_dead_letters(
 
     # Not on a terminal and no --yes: refused, nothing changed.
     await erase(monkeypatch, capsys, env, "--email", " W.ZWARTKRUIS@example.nl", code=2)
+    # On a terminal the operator is shown the preview and asked; anything but "yes" erases nothing.
+    monkeypatch.setattr(sys, "stdin", Terminal("no\n"))
+    out = await erase(monkeypatch, capsys, env, "--email", " W.ZWARTKRUIS@example.nl", code=1)
+    assert "would erase (dry run: nothing changed)" in out
+    assert "type 'yes' to go ahead" in out
+    assert await dump_all_tables(fresh_database_url) == before
+    monkeypatch.setattr(sys, "stdin", io.StringIO())  # not a terminal again
     # A dry run reports exactly what the erasure will do, and changes nothing.
     out = await erase(monkeypatch, capsys, env, "--email", " W.ZWARTKRUIS@example.nl", "--dry-run")
     assert "would erase (dry run: nothing changed) from PostgreSQL, dealer dealer-000, person id(s): P-ERASE-1" in out
@@ -214,6 +223,13 @@ async def test_erase_refuses_what_does_not_normalise(
     assert cli.main(["erase", "--dealer", "d", "--email", "not-an-address"]) == 2
     assert "--email is not an e-mail address" in capsys.readouterr().err
     assert cli.main(["erase", "--dealer", "d", "--phone", "onbekend"]) == 2
+
+
+class Terminal(io.StringIO):
+    """Standard input as a terminal with the operator's answer typed in."""
+
+    def isatty(self) -> bool:
+        return True
 
 
 def mine_number(events: list[dict[str, Any]], description: str) -> str:

@@ -90,6 +90,21 @@ async def create(bootstrap: str, admin_dsn: str, topic: str, partitions: int) ->
     return dsn
 
 
+async def drop(bootstrap: str, admin_dsn: str, topic: str, dsn: str) -> None:
+    """Remove the run's topics (~200 MB) and database from servers that may be shared."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic, f"{topic}.dlq"])
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE "{urlsplit(dsn).path.lstrip("/")}"')
+    finally:
+        await conn.close()
+
+
 async def fill(bootstrap: str, topic: str, letters: int, partitions: int) -> tuple[bytes, str, int]:
     """Produce ``letters`` letters; return the key and event id of one of them and the bytes produced."""
     events = samples.stream(seed=3, events=letters, dealers=50, appointments_per_dealer=10**6, delete_ratio=0)
@@ -178,7 +193,10 @@ def main() -> None:
             ["trace", key.decode(), "--json"],
             ["trace", "--event-id", event_id, "--json"],
         ]
-        results = [timed(env, args, opts.runs) for args in commands]
+        try:
+            results = [timed(env, args, opts.runs) for args in commands]
+        finally:
+            asyncio.run(drop(bootstrap, admin_dsn, topic, dsn))
     for r in results:
         print(
             f"{r['command']:<58} min {r['min_s']:6.2f} s  median {r['median_s']:6.2f} s"

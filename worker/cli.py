@@ -21,6 +21,7 @@ from worker.errors import (
     TransientError,
     UnreachableError,
 )
+from worker.headers import worker_version
 from worker.ops.erasure import erase_command
 from worker.ops.inspection import list_command, show_command
 from worker.ops.preview import normalize_command, schema_command
@@ -29,6 +30,7 @@ from worker.ops.renormalise import add_arguments as renormalise_arguments
 from worker.ops.renormalise import renormalise_command
 from worker.ops.replay import replay_command
 from worker.ops.skip import skip_command
+from worker.ops.trace import trace_command
 from worker.runtime import batches, failures, logs
 from worker.runtime.app import init_command, run_command
 from worker.runtime.migrations import migrate_command
@@ -59,15 +61,29 @@ def _input_arg(parser: argparse.ArgumentParser) -> None:
 _STRICT_HELP = "also fail on fields the v1 contract does not define (the worker ignores them: typos go unseen)"
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (0 or -1 are not "no limit": leave the option out for that)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value} (leave the option out for no limit)")
+    return value
+
+
 def _dlq_filters(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stage", choices=["decode", "contract", "normalise", "write"])
-    parser.add_argument("--error-class", help="e.g. ContractError")
-    parser.add_argument("--dealer", help="dealer id (from the record key)")
+    parser.add_argument(
+        "--stage", choices=["decode", "contract", "normalise", "write"], help="only letters that failed at this stage"
+    )
+    parser.add_argument("--error-class", help="only this error class, e.g. ContractError")
+    parser.add_argument("--dealer", help="only this dealer id (from the record key)")
+    parser.add_argument("--key", help="only this record key, DEALER/DMS (compared as bytes, fast on large topics)")
     parser.add_argument("--since", help="failed at or after this RFC 3339 time")
     parser.add_argument("--until", help="failed before this RFC 3339 time")
     parser.add_argument("--partition", help="dead-letter partition(s), e.g. 0 or 0-2")
     parser.add_argument("--offset", help="dead-letter offset range, e.g. 100-200")
-    parser.add_argument("--limit", type=int, help="at most this many letters")
+    parser.add_argument("--limit", type=positive_int, help="at most this many letters (>= 1; default: all)")
 
 
 def _dlq_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -88,7 +104,14 @@ def _dlq_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         " Kafka: read the dead-letter topic, write the source topic)",
     )
     _dlq_filters(replay)
-    replay.add_argument("--dry-run", action="store_true", help="decode and normalise only; produce nothing")
+    replay.add_argument(
+        "--dry-run", action="store_true", help="decode and normalise only; produce nothing; a summary by reason"
+    )
+    replay.add_argument("--verbose", action="store_true", help="with --dry-run: one line per letter too")
+    replay.add_argument(
+        "--to-topic",
+        help="republish to this topic instead of the source (a staging check; not recorded as replayed)",
+    )
     replay.add_argument("--rate", type=float, default=500.0, help="most letters per second (default 500)")
     replay.add_argument("--max-replays", type=int, default=3, help="refuse letters replayed this often (default 3)")
     replay.add_argument("--force", action="store_true", help="replay even past --max-replays")
@@ -99,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="carsys-ingest",
         description="Receives the Carsys DMS push from Kafka and writes it idempotently to PostgreSQL for Claire.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {worker_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add(
         sub,
@@ -115,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     init = _add(sub, "init", init_command, "create the topics (and the dead-letter topic) and migrate")
     init.add_argument("--partitions", type=int, default=6, help="partitions of the event topic (default 6)")
     init.add_argument("--dlq-retention-days", type=int, default=30, help="dead-letter retention (default 30 days)")
-    init.add_argument("--replication-factor", type=int, default=1)
+    init.add_argument("--replication-factor", type=int, default=1, help="replicas of both topics (default 1)")
     normalize = _add(sub, "normalize", normalize_command, "print what Claire will store from events")
     _input_arg(normalize)
     normalize.add_argument("--strict", action="store_true", help=_STRICT_HELP)
@@ -131,11 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
         erase_command,
         "AVG/GDPR: erase one person's personal data (UPDATEs the tables: the runtime database role suffices)",
     )
-    erase.add_argument("--dealer", required=True)
+    erase.add_argument("--dealer", required=True, help="the dealer id the person belongs to")
     who = erase.add_mutually_exclusive_group(required=True)
-    who.add_argument("--person-id")
-    who.add_argument("--email")
-    who.add_argument("--phone")
+    who.add_argument("--person-id", help="the DMS's person id")
+    who.add_argument("--email", help="an e-mail address of the person (compared normalised)")
+    who.add_argument("--phone", help="a phone number of the person (compared normalised, E.164)")
+    erase.add_argument("--dry-run", action="store_true", help="report what would be erased; change nothing")
+    erase.add_argument("--yes", action="store_true", help="erase without asking (required when not on a terminal)")
+    erase.add_argument("--list", action="store_true", help="list the coordinates of dead letters and descriptions")
     renormalise_arguments(
         _add(sub, "renormalise", renormalise_command, "re-normalise stored rows from their source snapshots")
     )
@@ -150,7 +177,24 @@ def build_parser() -> argparse.ArgumentParser:
     skip.add_argument("--offset", type=int, required=True, help="first offset of the batch, as the worker printed")
     skip.add_argument("--force", action="store_true", help="skip even records the group has not read yet before it")
     _dlq_parser(sub)
+    _trace_parser(sub)
     return parser
+
+
+def _trace_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    trace = _add(
+        sub,
+        "trace",
+        trace_command,
+        "everything known about one appointment: stored rows, events seen, dead letters, consumer position"
+        " (exit 0 when anything is known, 1 when nothing is)",
+    )
+    trace.add_argument("key", nargs="?", help="the record key, DEALER/DMS")
+    trace.add_argument("--event-id", help="an event id: finds its appointment (stored, applied or dead-lettered)")
+    trace.add_argument("--dealer", help="dealer id (with --dms), instead of a key")
+    trace.add_argument("--dms", help="the appointment's dms_number (with --dealer)")
+    trace.add_argument("--json", action="store_true", help="machine-readable output")
+    trace.add_argument("--reveal", action="store_true", help="show personal values (personal data!)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,6 +33,7 @@ pytestmark = pytest.mark.timeout(300)
 
 TRACE = ("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 STRICT_WO = "ALTER TABLE appointments ADD CONSTRAINT wo_number_format CHECK (wo_number IS NULL OR wo_number LIKE 'WO%')"
+V2_REASON = "$.schema_version: unsupported schema version (this worker reads version 1)"
 BROKEN: list[bytes] = [b"{not json", b"\xff\xfe garbage", b"[]", b'{"event_type": "appointment.upserted"}']
 
 
@@ -179,6 +180,68 @@ async def test_show_redacts_payload_values_unless_revealed(
     assert "personal data" in err
 
 
+async def test_list_groups_by_reason_and_dealer_by_reason(
+    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = await run(monkeypatch, capsys, world.env, "dlq", "list", "--json")
+    assert code == 0
+    summary = msgspec.json.decode(out)
+    assert sum(summary["by_reason"].values()) == summary["unique"]
+    assert summary["by_reason"][f"contract ContractError: {V2_REASON}"] == len(world.future)
+    assert sum(summary["by_dealer_reason"]["dealer-bad"].values()) == len(BROKEN)
+    for dealer, reasons in summary["by_dealer_reason"].items():
+        assert sum(reasons.values()) == summary["by_dealer"][dealer]
+    code, out, _ = await run(monkeypatch, capsys, world.env, "dlq", "list")
+    assert "by reason (stage, class, message):" in out
+    assert "by dealer | reason:" in out
+    assert "dealer-bad | decode DecodeError:" in out
+    expected.assert_no_personal_data(out, world.personal)
+
+
+async def test_key_filter_on_list_show_and_dry_run(
+    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = samples.key_of(world.legacy[0]).decode()
+    code, out, _ = await run(monkeypatch, capsys, world.env, "dlq", "list", "--json", "--key", key)
+    assert code == 0
+    summary = msgspec.json.decode(out)
+    assert (summary["unique"], summary["by_stage"]) == (1, {"write": 1})
+    code, out, _ = await run(monkeypatch, capsys, world.env, "dlq", "show", "--json", "--key", key)
+    assert {v["key"] for v in msgspec.json.decode(out)} == {key}
+    code, out, _ = await run(monkeypatch, capsys, world.env, "dlq", "replay", "--dry-run", "--key", key)
+    assert "1 letter(s) would be replayed" in out
+    code, out, _ = await run(monkeypatch, capsys, world.env, "dlq", "show", "--key", "dealer-none/0")
+    assert "no matching letters" in out
+
+
+async def test_limit_must_be_at_least_one(
+    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for value in ("0", "-1"):
+        with pytest.raises(SystemExit) as exited:
+            await run(monkeypatch, capsys, world.env, "dlq", "show", "--limit", value)
+        assert exited.value.code == 2
+    _, out, _ = await run(monkeypatch, capsys, world.env, "dlq", "show", "--json", "--limit", "2")
+    assert len(msgspec.json.decode(out)) == 2
+
+
+async def test_replay_to_another_topic_is_a_check_not_a_replay(
+    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], create_topic: TopicFactory
+) -> None:
+    staging = await create_topic(f"staging.{uuid.uuid4().hex[:8]}")
+    bootstrap = world.env["KAFKA_BOOTSTRAP_SERVERS"]
+    before = len(await read_all(bootstrap, world.topic))
+    code, out, _ = await run(monkeypatch, capsys, world.env, "dlq", "replay", "--stage", "write", "--to-topic", staging)
+    assert code == 0
+    assert f"replayed: 5 to {staging} (a check: not recorded in dlq_replays)" in out
+    copies = await read_all(bootstrap, staging)
+    legacy_keys = sorted(samples.key_of(e) for e in world.legacy)
+    assert sorted(r.key for r in copies) == legacy_keys
+    assert all(dict(r.headers)["replay.of"].decode().startswith(f"{world.topic}/") for r in copies)
+    assert len(await read_all(bootstrap, world.topic)) == before
+    assert await fetchval(world.dsn, "SELECT count(*) FROM dlq_replays") == 0
+
+
 async def test_dry_run_then_fix_then_replay_lands_once_and_the_loop_guard_holds(
     world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -191,6 +254,12 @@ async def test_dry_run_then_fix_then_replay_lands_once_and_the_loop_guard_holds(
     assert "would now succeed: 5" in out
     assert "would fail again: 7" in out
     assert "duplicate letters skipped: 1" in out
+    # Grouped by reason; one line per letter only with --verbose.
+    assert "      5  failed with write WriteRejected:" in out
+    assert f"      {len(world.future)}  contract ContractError: {V2_REASON}" in out
+    assert "would fail-again at" not in out
+    assert "(per-letter lines with --verbose)" in out
+    code, out, _ = await run(monkeypatch, capsys, world.env, "dlq", "replay", "--dry-run", "--verbose")
     assert out.count("would fail-again at contract: ContractError") == 5
     assert out.count("would fail-again at decode: DecodeError") == 2
     assert len(await read_all(bootstrap, world.topic)) == before

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import io
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,16 @@ TRACES = [
 RAW = ["W.Zwartkruis@Example.NL", "058-2134567", "06-39847561", "8911 xq", "0031 6 1234 5678"]
 
 
+# Free text holding the person: e-mail and phone as typed, the full name; and a last name alone (only reported).
+FULL_DESCRIPTION = "Klant W.Zwartkruis@Example.NL belt op 06-39 84 75 61; mevr wilhelmina zwartkruis-oosterhout wacht"
+LAST_NAME_DESCRIPTION = "Sleutel afgeven aan Zwartkruis-Oosterhout bij de balie"
+
+
+def with_description(event: dict[str, Any], description: str) -> dict[str, Any]:
+    event["appointment"]["interventions"][0]["description"] = description
+    return event
+
+
 def with_person(event: dict[str, Any], person: dict[str, Any], role: str) -> dict[str, Any]:
     event = copy.deepcopy(event)
     event["event_id"] = str(uuid.uuid4())
@@ -77,8 +89,8 @@ def stream() -> tuple[list[dict[str, Any]], dict[str, Any]]:
             appointments.add(number)
             vehicles.add(vin)
     mine = [
-        with_person(base[0], ERASED_BY_EMAIL, "driver_id"),
-        with_person(base[1], ERASED_BY_EMAIL, "owner_id"),
+        with_description(with_person(base[0], ERASED_BY_EMAIL, "driver_id"), FULL_DESCRIPTION),
+        with_description(with_person(base[1], ERASED_BY_EMAIL, "owner_id"), LAST_NAME_DESCRIPTION),
         with_person(base[2], ERASED_BY_PHONE, "contractor_id"),
         with_person(base[3], ERASED_BY_ID, "owner_id"),
     ]
@@ -96,12 +108,16 @@ async def dump_all_tables(dsn: str) -> str:
 
 
 async def erase(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], env: dict[str, str], *args: str
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    *args: str,
+    code: int = 0,
 ) -> str:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     capsys.readouterr()
-    assert await asyncio.to_thread(cli.main, ["erase", "--dealer", "dealer-000", *args]) == 0
+    assert await asyncio.to_thread(cli.main, ["erase", "--dealer", "dealer-000", *args]) == code
     out, err = capsys.readouterr()
     leaked = [t for t in TRACES[1:] if t in out + err and not t.startswith("P-ERASE")]
     assert not leaked, "personal data in the erase output"
@@ -132,19 +148,48 @@ async def test_erase_leaves_no_trace_and_lists_dead_letters(
     assert all(t in before for t in RAW), "the scan below must see the source snapshots"
     persons_before = await fetchval(fresh_database_url, "SELECT count(*) FROM persons")
 
-    out = await erase(monkeypatch, capsys, env, "--email", " W.ZWARTKRUIS@example.nl")
-    assert "person id(s): P-ERASE-1" in out
+    # Not on a terminal and no --yes: refused, nothing changed.
+    await erase(monkeypatch, capsys, env, "--email", " W.ZWARTKRUIS@example.nl", code=2)
+    # On a terminal the operator is shown the preview and asked; anything but "yes" erases nothing.
+    monkeypatch.setattr(sys, "stdin", Terminal("no\n"))
+    out = await erase(monkeypatch, capsys, env, "--email", " W.ZWARTKRUIS@example.nl", code=1)
+    assert "would erase (dry run: nothing changed)" in out
+    assert "type 'yes' to go ahead" in out
+    assert await dump_all_tables(fresh_database_url) == before
+    monkeypatch.setattr(sys, "stdin", io.StringIO())  # not a terminal again
+    # A dry run reports exactly what the erasure will do, and changes nothing.
+    out = await erase(monkeypatch, capsys, env, "--email", " W.ZWARTKRUIS@example.nl", "--dry-run")
+    assert "would erase (dry run: nothing changed) from PostgreSQL, dealer dealer-000, person id(s): P-ERASE-1" in out
+    assert "persons erased (kept as tombstones without personal data): 1" in out
+    assert "(scrubbed): 1" in out
+    assert "holding only the last name (reported, not changed): 1" in out
+    assert f"dead letters in {topic}.dlq still holding the person: 1" in out
+    assert "their coordinates: the same command with --list" in out
+    assert await dump_all_tables(fresh_database_url) == before
+
+    out = await erase(monkeypatch, capsys, env, "--email", " W.ZWARTKRUIS@example.nl", "--yes", "--list")
+    assert "erased from PostgreSQL, dealer dealer-000, person id(s): P-ERASE-1" in out
     assert "persons erased (kept as tombstones without personal data): 1" in out
     assert "vehicle links cleared: driver 1, owner 1, contractor 0" in out
     assert "appointment links cleared: 2" in out
     assert f"dead letters in {topic}.dlq still holding the person: 1" in out
     assert f"{topic}.dlq/0/0 (yes)" in out
+    scrubbed = mine_number(events, FULL_DESCRIPTION)
+    assert f"    {scrubbed}/0: email, full_name, phone" in out
+    assert f"    {mine_number(events, LAST_NAME_DESCRIPTION)}/0: last_name" in out
+    descriptions = {r[0] for r in await fetch(fresh_database_url, "SELECT description FROM interventions")}
+    assert "Klant [erased] belt op [erased]; mevr [erased] wacht" in descriptions
+    # A last name alone stays until an operator decides (here: it is the data subject; the operator clears it).
+    assert LAST_NAME_DESCRIPTION in descriptions
+    await fetch(
+        fresh_database_url, "UPDATE interventions SET description = NULL WHERE description = $1", LAST_NAME_DESCRIPTION
+    )
 
-    out = await erase(monkeypatch, capsys, env, "--phone", "+31 6 12345678")
+    out = await erase(monkeypatch, capsys, env, "--phone", "+31 6 12345678", "--yes")
     assert "person id(s): P-ERASE-2" in out
     assert "vehicle links cleared: driver 0, owner 0, contractor 1" in out
     assert "still holding the person: 0" in out
-    out = await erase(monkeypatch, capsys, env, "--person-id", "P-ERASE-3")
+    out = await erase(monkeypatch, capsys, env, "--person-id", "P-ERASE-3", "--yes")
     assert "persons erased (kept as tombstones without personal data): 1" in out
 
     after = await dump_all_tables(fresh_database_url)
@@ -183,9 +228,11 @@ async def test_erase_leaves_no_trace_and_lists_dead_letters(
     # Everything else stays: appointments and vehicles keep their rows, only the links went.
     assert await fetchval(fresh_database_url, "SELECT count(*) FROM appointments") == len(events)
 
-    out = await erase(monkeypatch, capsys, env, "--person-id", "P-NOBODY")
-    assert "person id(s): P-NOBODY" in out
-    assert "persons erased (kept as tombstones without personal data): 0" in out
+    # Nobody matched: said, and exit 1 (a typo in an id must not look like a done erasure).
+    for dry in ([], ["--dry-run"]):
+        out = await erase(monkeypatch, capsys, env, "--person-id", "P-NOBODY", "--yes", *dry, code=1)
+        assert "persons erased (kept as tombstones without personal data): 0" in out
+        assert "still holding the person: 0" in out
 
 
 async def renormalise(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], env: dict[str, str]) -> str:
@@ -205,6 +252,21 @@ async def test_erase_refuses_what_does_not_normalise(
     assert cli.main(["erase", "--dealer", "d", "--email", "not-an-address"]) == 2
     assert "--email is not an e-mail address" in capsys.readouterr().err
     assert cli.main(["erase", "--dealer", "d", "--phone", "onbekend"]) == 2
+
+
+class Terminal(io.StringIO):
+    """Standard input as a terminal with the operator's answer typed in."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def mine_number(events: list[dict[str, Any]], description: str) -> str:
+    return next(
+        str(e["appointment"]["dms_number"])
+        for e in events
+        if e["appointment"]["interventions"][0].get("description") == description
+    )
 
 
 async def _applied(dsn: str, n: int) -> bool:

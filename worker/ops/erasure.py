@@ -14,6 +14,13 @@ What, in one transaction, in the store's lock order (persons, vehicles, appointm
 - ``vehicles``: driver / owner / contractor links to the person are cleared, in the row and in its source snapshot
   (which would otherwise bring them back on ``renormalise``); the vehicle stays.
 - ``appointments``: the person's id is removed from ``person_ids``; the appointment stays.
+- ``interventions``: descriptions are free text and may hold the person. Every description of the dealer is
+  searched for the person's e-mails and phone numbers (normalised) and names as stored (worker/ops/freetext.py);
+  an e-mail, a phone number or the full name is replaced by ``[erased]``, a last name alone is only reported.
+
+``--dry-run`` runs the same statements and rolls them back, so its counts are the real ones. Without ``--yes`` a
+terminal is asked to confirm after such a preview; anything else (a pipe, a job) is refused. Nothing matched (no
+person, link, description or letter) exits 1.
 
 A person whose snapshot holds the e-mail or number while the row does not (an older rule dropped it) is found by
 ``--email`` / ``--phone`` all the same.
@@ -21,7 +28,7 @@ A person whose snapshot holds the e-mail or number while the row does not (an ol
 Then the dead-letter topic is scanned for letters whose payload still holds the person (same dealer and person id,
 e-mail or phone, compared normalised); only their coordinates are printed. They expire with the topic's retention
 (``carsys-ingest init --dlq-retention-days``, 30 by default); replaying one changes nothing (it is older than the
-tombstone) unless it is newer than the erasure.
+tombstone) unless it is newer than the erasure. Their number is printed, their coordinates with ``--list``.
 
 The output names person ids (the DMS's pseudonymous keys, needed to erase at the source too), never values.
 """
@@ -41,6 +48,7 @@ from worker import config
 from worker.errors import TransientError
 from worker.normalise.emails import normalise_email, read_email
 from worker.normalise.phones import normalise_phone, read_phones
+from worker.ops.freetext import Needles, find, scrub
 from worker.ops.inspection import read_letters
 from worker.ops.letters import Filters, Letter
 
@@ -130,7 +138,7 @@ def holds(letter: Letter, target: Target) -> str | None:
 # --- the database ---------------------------------------------------------------------------------------------
 
 _FIND = f"""
-SELECT person_id, {", ".join(EMAIL_FIELDS + PHONE_FIELDS)} FROM persons
+SELECT person_id, first_name, last_name, {", ".join(EMAIL_FIELDS + PHONE_FIELDS)} FROM persons
 WHERE dealer_id = $1
   AND (person_id = ANY($2::text[])
        OR ARRAY[{", ".join(EMAIL_FIELDS)}] && $3::text[]
@@ -149,7 +157,8 @@ _ERASE_PERSONS = f"""
 UPDATE persons
 SET {", ".join(f"{c} = NULL" for c in _PERSONAL_COLUMNS)}, notes = '[]', source = NULL, normaliser_version = NULL,
     erased_at = now(),
-    occurred_at = greatest(occurred_at, now()), event_id = '00000000-0000-0000-0000-000000000000', updated_at = now()
+    occurred_at = greatest(occurred_at, now()), event_id = '00000000-0000-0000-0000-000000000000', updated_at = now(),
+    source_topic = NULL, source_partition = NULL, source_offset = NULL
 WHERE dealer_id = $1 AND person_id = ANY($2::text[])
 """
 
@@ -182,11 +191,34 @@ WHERE (dealer_id, dms_number) IN (
 """
 
 
+_DESCRIPTIONS = """
+SELECT dms_number, position, description FROM interventions
+WHERE dealer_id = $1 AND description IS NOT NULL
+ORDER BY dms_number, position FOR UPDATE
+"""
+_SCRUB = "UPDATE interventions SET description = $4 WHERE dealer_id = $1 AND dms_number = $2 AND position = $3"
+
+
+class Described(msgspec.Struct, frozen=True):
+    """An intervention description holding the person: where, what was found (kinds, never values), scrubbed?"""
+
+    dms_number: str
+    position: int
+    kinds: tuple[str, ...]
+    scrubbed: bool
+
+
 class Erased(msgspec.Struct, kw_only=True):
     person_ids: list[str]
     persons: int
     vehicle_links: dict[str, int]
     appointment_links: int
+    descriptions: list[Described] = msgspec.field(default_factory=list)
+
+    @property
+    def matched(self) -> bool:
+        links = sum(self.vehicle_links.values()) + self.appointment_links
+        return bool(self.persons or links or self.descriptions)
 
 
 def _count(status: str) -> int:
@@ -205,17 +237,65 @@ async def _snapshot_matches(conn: asyncpg.Connection[Any], target: Target) -> Ta
     return Target(dealer=target.dealer, ids=target.ids | found, emails=target.emails, phones=target.phones)
 
 
-async def erase(conn: asyncpg.Connection[Any], target: Target) -> tuple[Erased, Target]:
-    async with conn.transaction():
-        target = await _snapshot_matches(conn, target)
-        rows = await conn.fetch(_FIND, target.dealer, sorted(target.ids), sorted(target.emails), sorted(target.phones))
-        wide = target.widened(rows)
-        ids = sorted(wide.ids)
-        persons = _count(await conn.execute(_ERASE_PERSONS, target.dealer, ids))
-        await conn.execute(_LOCK_VEHICLES, target.dealer, ids)
-        links = {role: _count(await conn.execute(_CLEAR_ROLE.format(role=role), target.dealer, ids)) for role in _ROLES}
-        appointments = _count(await conn.execute(_CLEAR_APPOINTMENTS, target.dealer, ids))
-    return Erased(person_ids=ids, persons=persons, vehicle_links=links, appointment_links=appointments), wide
+def needles(target: Target, rows: Iterable[asyncpg.Record]) -> Needles:
+    return Needles(
+        emails=frozenset(target.emails),
+        phones=frozenset(target.phones),
+        names=frozenset((r["first_name"] or "", r["last_name"] or "") for r in rows),
+    )
+
+
+async def _descriptions(conn: asyncpg.Connection[Any], dealer: str, wanted: Needles) -> list[Described]:
+    found: list[Described] = []
+    scrubbed: list[tuple[str, str, int, str]] = []
+    for r in await conn.fetch(_DESCRIPTIONS, dealer):
+        hits = find(r["description"], wanted)
+        if not hits:
+            continue
+        clean = scrub(r["description"], hits)
+        kinds = tuple(sorted({h.kind for h in hits}))
+        found.append(Described(r["dms_number"], r["position"], kinds, clean != r["description"]))
+        if clean != r["description"]:
+            scrubbed.append((dealer, r["dms_number"], r["position"], clean))
+    if scrubbed:
+        await conn.executemany(_SCRUB, scrubbed)
+    return found
+
+
+class _RolledBack(Exception):
+    """Leaves the transaction of a dry run, undoing everything it did."""
+
+    def __init__(self, result: tuple[Erased, Target]) -> None:
+        super().__init__("dry run")
+        self.result = result
+
+
+async def _erase_in(conn: asyncpg.Connection[Any], target: Target) -> tuple[Erased, Target]:
+    target = await _snapshot_matches(conn, target)
+    rows = await conn.fetch(_FIND, target.dealer, sorted(target.ids), sorted(target.emails), sorted(target.phones))
+    wide = target.widened(rows)
+    ids = sorted(wide.ids)
+    persons = _count(await conn.execute(_ERASE_PERSONS, target.dealer, ids))
+    await conn.execute(_LOCK_VEHICLES, target.dealer, ids)
+    links = {role: _count(await conn.execute(_CLEAR_ROLE.format(role=role), target.dealer, ids)) for role in _ROLES}
+    appointments = _count(await conn.execute(_CLEAR_APPOINTMENTS, target.dealer, ids))
+    # Last, in the store's lock order (interventions after appointments).
+    described = await _descriptions(conn, target.dealer, needles(wide, rows))
+    erased = Erased(
+        person_ids=ids, persons=persons, vehicle_links=links, appointment_links=appointments, descriptions=described
+    )
+    return erased, wide
+
+
+async def erase(conn: asyncpg.Connection[Any], target: Target, *, dry_run: bool = False) -> tuple[Erased, Target]:
+    try:
+        async with conn.transaction():
+            result = await _erase_in(conn, target)
+            if dry_run:
+                raise _RolledBack(result)
+    except _RolledBack as rolled_back:
+        return rolled_back.result
+    return result
 
 
 # --- the command ----------------------------------------------------------------------------------------------
@@ -230,33 +310,80 @@ async def letters_holding(settings: config.Settings, target: Target) -> list[tup
     return found
 
 
-async def run_erase(settings: config.Settings, target: Target) -> tuple[Erased, list[tuple[Letter, str]]]:
+async def run_erase(
+    settings: config.Settings, target: Target, *, dry_run: bool
+) -> tuple[Erased, list[tuple[Letter, str]]]:
     try:
         conn = await asyncpg.connect(settings.database_url)
     except (OSError, asyncpg.PostgresError) as exc:
         raise TransientError(f"database unreachable: {type(exc).__name__}") from None
     try:
-        erased, wide = await erase(conn, target)
+        erased, wide = await erase(conn, target, dry_run=dry_run)
     finally:
         await conn.close()
     return erased, await letters_holding(settings, wide)
 
 
-def render(dealer: str, erased: Erased, letters: list[tuple[Letter, str]], dlq_topic: str) -> str:
+def _description_lines(erased: Erased, *, listed: bool) -> list[str]:
+    scrubbed = [d for d in erased.descriptions if d.scrubbed]
+    reported = [d for d in erased.descriptions if not d.scrubbed]
+    lines = [
+        f"  intervention descriptions holding the person's e-mail, phone or full name (scrubbed): {len(scrubbed)}",
+        f"  intervention descriptions holding only the last name (reported, not changed): {len(reported)}",
+    ]
+    if listed:
+        lines += [f"    {d.dms_number}/{d.position}: {', '.join(d.kinds)}" for d in erased.descriptions]
+    return lines
+
+
+def render(
+    dealer: str, erased: Erased, letters: list[tuple[Letter, str]], dlq_topic: str, *, dry_run: bool, listed: bool
+) -> str:
     who = ", ".join(erased.person_ids) or "nobody matched"
     links = ", ".join(f"{role.removesuffix('_id')} {n}" for role, n in erased.vehicle_links.items())
+    verb = "would erase (dry run: nothing changed)" if dry_run else "erased"
     lines = [
-        f"erased from PostgreSQL, dealer {dealer}, person id(s): {who}",
+        f"{verb} from PostgreSQL, dealer {dealer}, person id(s): {who}",
         f"  persons erased (kept as tombstones without personal data): {erased.persons}",
         f"  vehicle links cleared: {links}",
         f"  appointment links cleared: {erased.appointment_links}",
+        *_description_lines(erased, listed=listed),
         f"dead letters in {dlq_topic} still holding the person: {len(letters)}",
     ]
-    lines += [f"  {letter.coordinates} ({verdict})" for letter, verdict in letters]
+    if listed:
+        lines += [f"  {letter.coordinates} ({verdict})" for letter, verdict in letters]
+    elif letters:
+        lines.append("  their coordinates: the same command with --list")
     if letters:
         lines.append("  they expire with the dead-letter retention; a replay changes nothing (older than the erasure)")
     lines.append("the source topic keeps the original events until its own retention; erase at the DMS too")
     return "\n".join(lines)
+
+
+def _confirmed(args: argparse.Namespace, settings: config.Settings, target: Target) -> bool | None:
+    """True to go ahead; False when the operator said no; None when nobody can be asked (not a terminal)."""
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        return None
+    preview, _ = asyncio.run(run_erase_preview(settings, target))
+    print(render(args.dealer, preview, [], settings.kafka_dlq_topic, dry_run=True, listed=args.list))
+    if not preview.matched:
+        return True  # nothing to confirm: the run below reports it and exits 1
+    answer = input("erase this person's data? type 'yes' to go ahead: ")
+    return answer.strip().lower() == "yes"
+
+
+async def run_erase_preview(settings: config.Settings, target: Target) -> tuple[Erased, Target]:
+    """The database part of a dry run (no dead-letter scan), for the confirmation."""
+    try:
+        conn = await asyncpg.connect(settings.database_url)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise TransientError(f"database unreachable: {type(exc).__name__}") from None
+    try:
+        return await erase(conn, target, dry_run=True)
+    finally:
+        await conn.close()
 
 
 def erase_command(args: argparse.Namespace) -> int:
@@ -266,6 +393,17 @@ def erase_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"carsys-ingest erase: {exc}", file=sys.stderr)
         return 2
-    erased, letters = asyncio.run(run_erase(settings, target))
-    print(render(args.dealer, erased, letters, settings.kafka_dlq_topic))
+    if not args.dry_run:
+        go = _confirmed(args, settings, target)
+        if go is None:
+            print("carsys-ingest erase: not a terminal: pass --yes to erase (or --dry-run to see)", file=sys.stderr)
+            return 2
+        if not go:
+            print("carsys-ingest erase: nothing erased", file=sys.stderr)
+            return 1
+    erased, letters = asyncio.run(run_erase(settings, target, dry_run=args.dry_run))
+    print(render(args.dealer, erased, letters, settings.kafka_dlq_topic, dry_run=args.dry_run, listed=args.list))
+    if not erased.matched and not letters:
+        print("carsys-ingest erase: nothing matched", file=sys.stderr)
+        return 1
     return 0

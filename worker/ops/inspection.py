@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import asyncpg
@@ -21,6 +21,7 @@ from worker import config
 from worker.errors import ConfigError, TransientError
 from worker.headers import MAX_LETTER_BYTES
 from worker.ops.letters import Filters, Letter, Origin, letter_view, render_summary, render_view, select, summarise
+from worker.ops.progress import Progress
 from worker.runtime.kafka import kafka_options
 
 _FETCH_TIMEOUT_MS = 500
@@ -49,17 +50,21 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str, filters: Filters) 
     return [TopicPartition(topic, p) for p in wanted]
 
 
-async def _seek(consumer: AIOKafkaConsumer, partitions: list[TopicPartition], filters: Filters) -> dict[Any, int]:
-    """Position every partition at the first wanted offset; return where reading stops (exclusive)."""
+async def _seek(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], filters: Filters
+) -> tuple[dict[Any, int], dict[Any, int]]:
+    """Position every partition at the first wanted offset; return where reading starts and stops (exclusive)."""
     consumer.assign(partitions)
-    starts = await consumer.beginning_offsets(partitions)
+    firsts = await consumer.beginning_offsets(partitions)
     ends: dict[Any, int] = await consumer.end_offsets(partitions)
+    starts: dict[Any, int] = {}
     for tp in partitions:
         low = filters.offsets.low if filters.offsets else 0
-        consumer.seek(tp, max(starts[tp], low))
+        starts[tp] = max(firsts[tp], low)
+        consumer.seek(tp, starts[tp])
         if filters.offsets and filters.offsets.high is not None:
             ends[tp] = min(ends[tp], filters.offsets.high + 1)
-    return ends
+    return starts, ends
 
 
 def _letter(record: Any) -> Letter:
@@ -78,17 +83,45 @@ async def _pending(consumer: AIOKafkaConsumer, ends: dict[Any, int]) -> list[Top
     return [tp for tp, end in ends.items() if await consumer.position(tp) < end]
 
 
-async def read_letters(settings: config.Settings, filters: Filters) -> AsyncIterator[Letter]:
-    """Every letter matching ``filters``, partition by partition in offset order, up to the snapshot's end."""
+RawFilter = Callable[[bytes | None, bytes | None], bool]
+
+
+def raw_filter(filters: Filters, keep: RawFilter | None) -> RawFilter | None:
+    """A test on a record's key and value bytes, before a Letter is built: with ``--key`` (or ``keep``) most records
+    of a large topic are dropped at the cost of a bytes comparison, never decoding a value or a header."""
+    key = filters.key
+    if key is None:
+        return keep
+    if keep is None:
+        return lambda k, _v: k == key
+    return lambda k, v: k == key or keep(k, v)
+
+
+async def read_letters(
+    settings: config.Settings, filters: Filters, *, keep: RawFilter | None = None, label: str = "reading dead letters"
+) -> AsyncIterator[Letter]:
+    """Every letter matching ``filters``, partition by partition in offset order, up to the snapshot's end.
+
+    ``keep`` widens a ``--key`` filter (trace also wants the letters whose value names an event id); without a key
+    filter it is the only raw test. Progress goes to stderr (worker.ops.progress).
+    """
     consumer = consumer_for(settings, "dlq-reader")
     try:
         await consumer.start()  # inside: a consumer that failed to start still holds connections to close
-        ends = await _seek(consumer, await _partitions(consumer, settings.kafka_dlq_topic, filters), filters)
-        while pending := await _pending(consumer, ends):
-            batch = await consumer.getmany(*pending, timeout_ms=_FETCH_TIMEOUT_MS)
-            for tp in sorted(batch):
-                for letter in select((_letter(r) for r in batch[tp] if r.offset < ends[tp]), filters):
-                    yield letter
+        starts, ends = await _seek(consumer, await _partitions(consumer, settings.kafka_dlq_topic, filters), filters)
+        test = raw_filter(filters, keep)
+        progress = Progress(label, sum(max(0, ends[tp] - starts[tp]) for tp in ends))
+        try:
+            while pending := await _pending(consumer, ends):
+                batch = await consumer.getmany(*pending, timeout_ms=_FETCH_TIMEOUT_MS)
+                for tp in sorted(batch):
+                    records = [r for r in batch[tp] if r.offset < ends[tp] and (test is None or test(r.key, r.value))]
+                    for letter in select((_letter(r) for r in records), filters):
+                        yield letter
+                    if batch[tp]:
+                        progress.advance(min(batch[tp][-1].offset + 1, ends[tp]) - batch[tp][0].offset)
+        finally:
+            progress.close()
     finally:
         await consumer.stop()
 
@@ -103,8 +136,11 @@ async def collect(settings: config.Settings, filters: Filters, limit: int | None
 
 
 async def replayed_origins(dsn: str, origins: Iterable[Origin]) -> set[Origin] | None:
-    """Which of ``origins`` ``dlq replay`` already republished; None when the progress table does not exist yet."""
-    wanted = sorted(set(origins))
+    """Which of ``origins`` ``dlq replay`` already republished; None when the progress table does not exist yet.
+
+    Reads the replayed records of the origins' topics and intersects here: sending 100,000 origins to match them
+    in SQL took seconds, while ``dlq_replays`` holds only what was ever replayed."""
+    wanted = set(origins)
     try:
         conn = await asyncpg.connect(dsn)
     except (OSError, asyncpg.PostgresError) as exc:
@@ -112,17 +148,14 @@ async def replayed_origins(dsn: str, origins: Iterable[Origin]) -> set[Origin] |
     try:
         rows = await conn.fetch(
             "SELECT original_topic, original_partition, original_offset FROM dlq_replays"
-            " WHERE (original_topic, original_partition, original_offset) IN"
-            " (SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]))",
-            [o[0] for o in wanted],
-            [o[1] for o in wanted],
-            [o[2] for o in wanted],
+            " WHERE original_topic = ANY($1::text[])",
+            sorted({o[0] for o in wanted}),
         )
     except asyncpg.UndefinedTableError:
         return None
     finally:
         await conn.close()
-    return {(r[0], r[1], r[2]) for r in rows}
+    return {(r[0], r[1], r[2]) for r in rows} & wanted
 
 
 def filters_or_exit(args: argparse.Namespace) -> Filters | None:

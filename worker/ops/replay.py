@@ -38,7 +38,8 @@ from worker.errors import PermanentError, TransientError
 from worker.headers import PREFIX, REPLAY_COUNT
 from worker.normalise.records import to_event
 from worker.ops.inspection import collect, filters_or_exit, replayed_origins
-from worker.ops.letters import Filters, Letter, Origin, origin_text, unique
+from worker.ops.letters import Filters, Letter, Origin, counts, origin_text, unique
+from worker.ops.progress import Progress as Bar
 from worker.runtime import migrations
 from worker.runtime.kafka import kafka_options, producer_options
 
@@ -173,6 +174,8 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     max_replays: int
     force: bool
     limit: int | None
+    to_topic: str | None = None  # a staging check: not the source topic, so nothing is recorded in dlq_replays
+    verbose: bool = False
 
 
 def producer_for(settings: config.Settings) -> AIOKafkaProducer:
@@ -182,29 +185,40 @@ def producer_for(settings: config.Settings) -> AIOKafkaProducer:
     )
 
 
-async def _send_chunk(producer: AIOKafkaProducer, chunk: Sequence[Letter]) -> list[tuple[Letter, Any]]:
+async def _send_chunk(
+    producer: AIOKafkaProducer, chunk: Sequence[Letter], to_topic: str | None
+) -> list[tuple[Letter, Any]]:
     now = dt.datetime.now(dt.UTC)
     futures = []
     for letter in chunk:
         assert letter.origin is not None  # plan() only lets letters with an origin through
         headers = replay_headers(letter, letter.origin, now)
-        futures.append(await producer.send(letter.origin[0], value=letter.value, key=letter.key, headers=headers))
+        topic = to_topic or letter.origin[0]
+        futures.append(await producer.send(topic, value=letter.value, key=letter.key, headers=headers))
     return [(letter, await future) for letter, future in zip(chunk, futures, strict=True)]
 
 
-async def republish(settings: config.Settings, progress: Progress, letters: Sequence[Letter], rate: float) -> int:
-    """Send in chunks, each acknowledged by the broker and then recorded, paced to ``rate`` letters per second."""
+async def republish(
+    settings: config.Settings, progress: Progress | None, letters: Sequence[Letter], options: Options
+) -> int:
+    """Send in chunks, each acknowledged by the broker and then recorded (unless ``progress`` is None: a replay to
+    another topic), paced to ``options.rate`` letters per second; progress on stderr."""
     producer = producer_for(settings)
     await producer.start()
+    rate = options.rate
     started, sent = time.monotonic(), 0
     step = max(1, min(_CHUNK, int(rate) if rate > 0 else _CHUNK))
+    shown = Bar("replaying", len(letters))
     try:
         for i in range(0, len(letters), step):
             await asyncio.sleep(pace(sent, rate, started, time.monotonic()))
-            done = await _send_chunk(producer, letters[i : i + step])
-            await progress.record(done)
+            done = await _send_chunk(producer, letters[i : i + step], options.to_topic)
+            if progress is not None:
+                await progress.record(done)
             sent += len(done)
+            shown.update(sent)
     finally:
+        shown.close()
         await producer.stop()
     return sent
 
@@ -218,7 +232,9 @@ async def _connect(dsn: str) -> asyncpg.Connection[Any]:
 
 async def _plan(settings: config.Settings, filters: Filters, options: Options) -> Plan:
     letters = await collect(settings, filters)
-    replayed = await replayed_origins(settings.database_url, (letter.identity for letter in letters)) or set()
+    replayed: set[Origin] = set()
+    if options.to_topic is None:  # to another topic, what went back to the source before does not count
+        replayed = await replayed_origins(settings.database_url, (letter.identity for letter in letters)) or set()
     return plan(letters, replayed, max_replays=options.max_replays, force=options.force, limit=options.limit)
 
 
@@ -227,7 +243,13 @@ async def run_replay(settings: config.Settings, args: argparse.Namespace, option
     if filters is None:
         return 2
     if options.dry_run:
-        report_dry_run(await _plan(settings, filters, options))
+        report_dry_run(await _plan(settings, filters, options), verbose=options.verbose)
+        return 0
+    if options.to_topic is not None:
+        # A staging check: not a replay of record, so neither the lock nor dlq_replays is involved.
+        the_plan = await _plan(settings, filters, options)
+        sent = await republish(settings, None, the_plan.to_replay, options)
+        report(the_plan, sent, options.to_topic)
         return 0
     await migrations.migrate(settings.database_url)  # creates dlq_replays on a database the workers did not touch
     conn = await _connect(settings.database_url)
@@ -238,10 +260,10 @@ async def run_replay(settings: config.Settings, args: argparse.Namespace, option
             print("carsys-ingest dlq replay: another replay of this topic is running; try again later", file=sys.stderr)
             return 3
         the_plan = await _plan(settings, filters, options)
-        sent = await republish(settings, progress, the_plan.to_replay, options.rate)
+        sent = await republish(settings, progress, the_plan.to_replay, options)
     finally:
         await conn.close()  # also releases the advisory lock
-    report(the_plan, sent)
+    report(the_plan, sent, None)
     return 0
 
 
@@ -261,21 +283,45 @@ def _skipped_lines(p: Plan) -> list[str]:
     return lines
 
 
-def report(p: Plan, sent: int) -> None:
-    print("\n".join([f"replayed: {sent}", *_skipped_lines(p)]))
+def report(p: Plan, sent: int, to_topic: str | None) -> None:
+    where = f" to {to_topic} (a check: not recorded in dlq_replays)" if to_topic else ""
+    print("\n".join([f"replayed: {sent}{where}", *_skipped_lines(p)]))
 
 
-def report_dry_run(p: Plan) -> None:
-    verdicts = [verdict(letter) for letter in p.to_replay]
-    succeed = [v for v in verdicts if v.would == "succeed"]
+def verdicts_of(letters: Sequence[Letter]) -> list[Verdict]:
+    shown = Bar("dry run: decoding and normalising", len(letters))
+    verdicts = []
+    for n, letter in enumerate(letters, 1):
+        verdicts.append(verdict(letter))
+        shown.update(n)
+    shown.close()
+    return verdicts
+
+
+def dry_run_summary(letters: Sequence[Letter], verdicts: Sequence[Verdict]) -> list[str]:
+    """Grouped: how many would succeed (by the reason they failed with) and would fail again (by today's reason)."""
+    succeed = counts(lt.reason for lt, v in zip(letters, verdicts, strict=True) if v.would == "succeed")
+    again = counts(f"{v.stage} {v.error_class}: {v.reason}" for v in verdicts if v.would == "fail-again")
     lines = [
         f"dry run: nothing produced; {len(verdicts)} letter(s) would be replayed",
-        f"would now succeed: {len(succeed)} (decode and normalise pass; write-stage checks need the database)",
-        f"would fail again: {len(verdicts) - len(succeed)}",
+        f"would now succeed: {sum(succeed.values())} (decode and normalise pass; write-stage checks need the database)",
     ]
-    for v in verdicts:
-        why = "" if v.would == "succeed" else f" at {v.stage}: {v.error_class}: {v.reason}"
-        lines.append(f"  {v.letter} (original {v.original}) would {v.would}{why}")
+    lines += [f"  {n:>7}  failed with {reason}" for reason, n in succeed.items()]
+    lines.append(f"would fail again: {sum(again.values())}")
+    lines += [f"  {n:>7}  {reason}" for reason, n in again.items()]
+    return lines
+
+
+def report_dry_run(p: Plan, *, verbose: bool = False) -> None:
+    verdicts = verdicts_of(p.to_replay)
+    lines = dry_run_summary(p.to_replay, verdicts)
+    if verbose:
+        lines.append("per letter:")
+        for v in verdicts:
+            why = "" if v.would == "succeed" else f" at {v.stage}: {v.error_class}: {v.reason}"
+            lines.append(f"  {v.letter} (original {v.original}) would {v.would}{why}")
+    else:
+        lines.append("(per-letter lines with --verbose)")
     print("\n".join([*lines, *_skipped_lines(p)]))
 
 
@@ -285,6 +331,12 @@ def replay_command(args: argparse.Namespace) -> int:
         print("carsys-ingest dlq replay: --rate must be > 0 and --max-replays >= 1", file=sys.stderr)
         return 2
     options = Options(
-        dry_run=args.dry_run, rate=args.rate, max_replays=args.max_replays, force=args.force, limit=args.limit
+        dry_run=args.dry_run,
+        rate=args.rate,
+        max_replays=args.max_replays,
+        force=args.force,
+        limit=args.limit,
+        to_topic=args.to_topic,
+        verbose=args.verbose,
     )
     return asyncio.run(run_replay(settings, args, options))

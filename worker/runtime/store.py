@@ -48,7 +48,7 @@ Public API::
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import asyncpg
@@ -73,6 +73,7 @@ from worker.runtime.tables import (
     Row,
     Rows,
     Table,
+    applied_columns,
     canonical_event_id,
     column_arrays,
     intervention_rows,
@@ -227,16 +228,16 @@ class Store:
         for item in items:
             unique.setdefault(canonical_event_id(item.event.event_id), item)
         with stage("recording applied_events"):
-            fresh = {r[0] for r in await conn.fetch(INSERT_APPLIED, list(unique))}
+            fresh = {r[0] for r in await conn.fetch(INSERT_APPLIED, *applied_columns(unique))}
         rows = Rows()
-        for eid, fresh_item in unique.items():
+        for eid, item in unique.items():
             if eid in fresh:
-                rows.add(fresh_item.event, fresh_item.source)
+                rows.add(item.event, item.source, item.offset)
         await self._merge_table(conn, PERSONS, [r for _, r in sorted_rows(rows.persons)])
         await self._merge_table(conn, VEHICLES, [r for _, r in sorted_rows(rows.vehicles)])
         won = await self._merge_table(conn, APPOINTMENTS, [a[1] for a in sorted_rows(rows.appointments)])
         winners = [rows.appointments[(r["dealer_id"], r["dms_number"])][2] for r in won]
-        await self._replace_interventions(conn, winners)
+        await self._replace_interventions(conn, winners, {eid: item.offset for eid, item in unique.items()})
         return _Outcome(applied=len(winners), duplicates=len(items) - len(fresh), stale=len(fresh) - len(winners))
 
     async def _merge_table(self, conn: Conn, table: Table, rows: list[Row]) -> list[asyncpg.Record]:
@@ -250,7 +251,9 @@ class Store:
                 return await conn.fetch(table.merge_sql(f"_stage_{table.name} AS s"))
             return await conn.fetch(table.merge_sql(table.unnest_source()), *column_arrays(rows, len(table.columns)))
 
-    async def _replace_interventions(self, conn: Conn, winners: Sequence[NormalisedEvent]) -> None:
+    async def _replace_interventions(
+        self, conn: Conn, winners: Sequence[NormalisedEvent], sources: Mapping[str, Offset]
+    ) -> None:
         """The winning snapshots' interventions replace the old set; a winning delete leaves none."""
         if not winners:
             return
@@ -258,7 +261,7 @@ class Store:
         with stage("replacing interventions"):
             await conn.execute(DELETE_INTERVENTIONS, [k[0] for k in keys], [k[1] for k in keys])
         upserts = [e for e in winners if isinstance(e, Upsert)]
-        rows = sorted(intervention_rows(upserts), key=lambda r: (r[0], r[1], r[2]))
+        rows = sorted(intervention_rows(upserts, sources), key=lambda r: (r[0], r[1], r[2]))
         if not rows:
             return
         names = ", ".join(c[0] for c in INTERVENTIONS.columns)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,7 +18,8 @@ from asyncpg.exceptions import _base as asyncpg_base
 
 from schemas import contract
 from worker.errors import IngestError, TransientError, WriteRejected
-from worker.normalise.model import Delete, NormalisedEvent, Note, Person, Upsert, Vehicle
+from worker.normalise.model import Delete, NormalisedEvent, Note, Person, Upsert, Vehicle, dms_number_of
+from worker.normalise.records import Item, Offset
 from worker.normalise.version import NORMALISER_VERSION
 
 # --- error classification -------------------------------------------------------------------------------------
@@ -125,11 +126,26 @@ def _col(name: str, pgtype: str = "text") -> tuple[str, str, str]:
 
 
 def _bookkeeping_cols() -> tuple[tuple[str, str, str], ...]:
-    return (
-        ("notes", "text", "s.notes::jsonb"),
-        _col("occurred_at", "timestamptz"),
-        ("event_id", "text", "s.event_id::uuid"),
-    )
+    return (("notes", "text", "s.notes::jsonb"), _col("occurred_at", "timestamptz"), *_PROVENANCE_COLS)
+
+
+# The event that wrote the row last and the Kafka record it came in (sql/004); `carsys-ingest trace` reads them.
+_PROVENANCE_COLS = (
+    ("event_id", "text", "s.event_id::uuid"),
+    _col("source_topic"),
+    _col("source_partition", "integer"),
+    _col("source_offset", "bigint"),
+)
+
+
+def provenance(event_id: str, source: Offset | None) -> dict[str, Any]:
+    """The provenance columns of a row written by ``event_id`` from the record at ``source`` (None: unknown)."""
+    return {
+        "event_id": event_id,
+        "source_topic": source.topic if source else None,
+        "source_partition": source.partition if source else None,
+        "source_offset": source.offset if source else None,
+    }
 
 
 def _snapshot_cols() -> tuple[tuple[str, str, str], ...]:
@@ -170,7 +186,7 @@ _VEHICLE_COLS = (
     *_snapshot_cols(),
     *_bookkeeping_cols(),
 )
-_NOT_FIELDS = ("dealer_id", "notes", "occurred_at", "event_id", "source", "normaliser_version")
+_NOT_FIELDS = ("dealer_id", "notes", "occurred_at", "source", "normaliser_version", *(c[0] for c in _PROVENANCE_COLS))
 _VEHICLE_FIELDS = tuple(c[0] for c in _VEHICLE_COLS if c[0] not in _NOT_FIELDS)
 VEHICLES = Table(
     name="vehicles",
@@ -227,15 +243,19 @@ _INTERVENTION_COLS = (
     _col("description"),
     _col("price", "numeric"),
     _col("occurred_at", "timestamptz"),
-    ("event_id", "text", "s.event_id::uuid"),
+    *_PROVENANCE_COLS,
 )
 INTERVENTIONS = Table(
     name="interventions", key=("dealer_id", "dms_number", "position"), columns=_INTERVENTION_COLS, update=""
 )
 
+# With the appointment each id was about and the record it came in (sql/004): what `trace` lists as "seen".
 INSERT_APPLIED = """
-INSERT INTO applied_events (event_id)
-SELECT e::uuid FROM unnest($1::text[]) AS e ORDER BY 1
+INSERT INTO applied_events (event_id, dealer_id, dms_number, occurred_at, source_topic, source_partition, source_offset)
+SELECT e::uuid, d, n, o, t, p, f
+FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::integer[], $7::bigint[])
+    AS s(e, d, n, o, t, p, f)
+ORDER BY 1
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id::text
 """
@@ -284,11 +304,11 @@ _Version = tuple[dt.datetime, str]
 Row = tuple[Any, ...]
 
 
-Stamp = dict[str, Any]  # occurred_at and event_id of the event a row comes from
+Stamp = dict[str, Any]  # occurred_at, event_id and the source record of the event a row comes from
 
 
-def stamp_of(event: NormalisedEvent) -> Stamp:
-    return {"occurred_at": event.occurred_at, "event_id": canonical_event_id(event.event_id)}
+def stamp_of(event: NormalisedEvent, offset: Offset | None = None) -> Stamp:
+    return {"occurred_at": event.occurred_at, **provenance(canonical_event_id(event.event_id), offset)}
 
 
 def person_row(dealer_id: str, person: Person, source: str | None, stamp: Stamp, version: int) -> Row:
@@ -347,9 +367,10 @@ class Rows(msgspec.Struct):
     vehicles: dict[tuple[str, str], tuple[_Version, Row]] = msgspec.field(default_factory=dict)
     appointments: dict[tuple[str, str], tuple[_Version, Row, NormalisedEvent]] = msgspec.field(default_factory=dict)
 
-    def add(self, event: NormalisedEvent, source: contract.Event | None = None) -> None:
-        """``source``: the decoded event ``event`` was normalised from; its parts become the rows' snapshots."""
-        stamp = stamp_of(event)
+    def add(self, event: NormalisedEvent, source: contract.Event | None = None, offset: Offset | None = None) -> None:
+        """``source``: the decoded event ``event`` was normalised from; its parts become the rows' snapshots.
+        ``offset``: the Kafka record it came in (the rows' provenance)."""
+        stamp = stamp_of(event, offset)
         version = (event.occurred_at, stamp["event_id"])
         if isinstance(event, Delete):
             key = (event.dealer_id, event.dms_number)
@@ -398,10 +419,12 @@ def _keep_newest(rows: dict[Any, Any], key: Any, candidate: tuple[Any, ...]) -> 
         rows[key] = candidate
 
 
-def intervention_rows(events: Sequence[Upsert]) -> list[Row]:
+def intervention_rows(events: Sequence[Upsert], sources: Mapping[str, Offset] | None = None) -> list[Row]:
+    """``sources``: canonical event id -> the record it came in."""
     rows: list[Row] = []
     for event in events:
         eid = canonical_event_id(event.event_id)
+        stamp = provenance(eid, (sources or {}).get(eid))
         appt = event.appointment
         for position, item in enumerate(appt.interventions):
             rows.append(
@@ -413,7 +436,7 @@ def intervention_rows(events: Sequence[Upsert]) -> list[Row]:
                     description=item.description,
                     price=item.price,
                     occurred_at=event.occurred_at,
-                    event_id=eid,
+                    **stamp,
                 )
             )
     return rows
@@ -433,3 +456,18 @@ def column_arrays(rows: Sequence[Row], width: int) -> list[list[Any]]:
 # The normalised data columns of persons and vehicles (keys and bookkeeping aside), for `renormalise`.
 PERSON_FIELDS = _PERSON_FIELDS
 VEHICLE_FIELDS = _VEHICLE_FIELDS
+
+
+def applied_columns(items: Mapping[str, Item]) -> list[list[Any]]:
+    """INSERT_APPLIED's parameters for ``items`` (canonical event id -> item), in id order."""
+    ids = sorted(items)
+    chosen = [items[i] for i in ids]
+    return [
+        ids,
+        [i.event.dealer_id for i in chosen],
+        [dms_number_of(i.event) for i in chosen],
+        [i.event.occurred_at for i in chosen],
+        [i.offset.topic for i in chosen],
+        [i.offset.partition for i in chosen],
+        [i.offset.offset for i in chosen],
+    ]

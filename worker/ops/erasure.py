@@ -38,7 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import asyncpg
@@ -214,11 +214,12 @@ class Erased(msgspec.Struct, kw_only=True):
     vehicle_links: dict[str, int]
     appointment_links: int
     descriptions: list[Described] = msgspec.field(default_factory=list)
+    appointment_snapshots: int = 0
 
     @property
     def matched(self) -> bool:
         links = sum(self.vehicle_links.values()) + self.appointment_links
-        return bool(self.persons or links or self.descriptions)
+        return bool(self.persons or links or self.descriptions or self.appointment_snapshots)
 
 
 def _count(status: str) -> int:
@@ -270,6 +271,35 @@ class _RolledBack(Exception):
         self.result = result
 
 
+_APPOINTMENT_SNAPSHOTS = "SELECT dms_number, source FROM appointments WHERE dealer_id = $1 AND source IS NOT NULL"
+_DROP_SNAPSHOTS = "UPDATE appointments SET source = NULL WHERE dealer_id = $1 AND dms_number = ANY($2::text[])"
+
+
+def _texts(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _texts(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _texts(item)
+
+
+async def _appointment_snapshots(conn: asyncpg.Connection[Any], dealer: str, wanted: Needles) -> int:
+    """An appointment's source snapshot keeps its interventions' free text as Carsys sent it. One that holds the
+    person in any way (a last name alone too: nobody reviews an archive) is dropped; the row stays, it can only no
+    longer be re-normalised. Returns how many were dropped."""
+    hits = sorted(
+        r["dms_number"]
+        for r in await conn.fetch(_APPOINTMENT_SNAPSHOTS, dealer)
+        if any(find(text, wanted) for text in _texts(msgspec.json.decode(r["source"])))
+    )
+    if hits:
+        await conn.execute(_DROP_SNAPSHOTS, dealer, hits)
+    return len(hits)
+
+
 async def _erase_in(conn: asyncpg.Connection[Any], target: Target) -> tuple[Erased, Target]:
     target = await _snapshot_matches(conn, target)
     rows = await conn.fetch(_FIND, target.dealer, sorted(target.ids), sorted(target.emails), sorted(target.phones))
@@ -279,10 +309,17 @@ async def _erase_in(conn: asyncpg.Connection[Any], target: Target) -> tuple[Eras
     await conn.execute(_LOCK_VEHICLES, target.dealer, ids)
     links = {role: _count(await conn.execute(_CLEAR_ROLE.format(role=role), target.dealer, ids)) for role in _ROLES}
     appointments = _count(await conn.execute(_CLEAR_APPOINTMENTS, target.dealer, ids))
+    wanted = needles(wide, rows)
+    snapshots = await _appointment_snapshots(conn, target.dealer, wanted)
     # Last, in the store's lock order (interventions after appointments).
-    described = await _descriptions(conn, target.dealer, needles(wide, rows))
+    described = await _descriptions(conn, target.dealer, wanted)
     erased = Erased(
-        person_ids=ids, persons=persons, vehicle_links=links, appointment_links=appointments, descriptions=described
+        person_ids=ids,
+        persons=persons,
+        vehicle_links=links,
+        appointment_links=appointments,
+        descriptions=described,
+        appointment_snapshots=snapshots,
     )
     return erased, wide
 
@@ -330,6 +367,7 @@ def _description_lines(erased: Erased, *, listed: bool) -> list[str]:
     lines = [
         f"  intervention descriptions holding the person's e-mail, phone or full name (scrubbed): {len(scrubbed)}",
         f"  intervention descriptions holding only the last name (reported, not changed): {len(reported)}",
+        f"  appointment source snapshots whose free text held the person (dropped): {erased.appointment_snapshots}",
     ]
     if listed:
         lines += [f"    {d.dms_number}/{d.position}: {', '.join(d.kinds)}" for d in erased.descriptions]

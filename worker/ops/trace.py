@@ -39,11 +39,12 @@ from worker.ops.letters import Filters, Letter, Origin, origin_text, redact
 from worker.runtime.kafka import kafka_options
 
 # Columns that hold personal values (or values derived from them: a vehicle key is "vin:..." or "plate:...").
+# "source": the row's source snapshot (sql/005), what Carsys sent: shown with its shape, values masked.
 MASKED = {
-    "appointments": frozenset({"vehicle_key"}),
+    "appointments": frozenset({"vehicle_key", "source"}),
     "interventions": frozenset({"description"}),  # free text: may hold a name or a phone number
-    "vehicles": frozenset({"vehicle_key", "license_plate", "license_plate_key", "vin"}),
-    "persons": frozenset(f for f in Person.__struct_fields__ if f not in ("id", "notes")),
+    "vehicles": frozenset({"vehicle_key", "license_plate", "license_plate_key", "vin", "source"}),
+    "persons": frozenset({*(f for f in Person.__struct_fields__ if f not in ("id", "notes")), "source"}),
 }
 EXIT_FOUND, EXIT_NOTHING = 0, 1
 
@@ -93,6 +94,8 @@ def partition_of(key: bytes, partitions: int) -> int:
 def row_view(table: str, record: Any, *, reveal: bool) -> dict[str, Any]:
     masked = frozenset() if reveal else MASKED[table]
     row = msgspec.to_builtins(dict(record.items()))
+    if isinstance(row.get("source"), str):  # json arrives as text: shown as the document it is
+        row["source"] = msgspec.json.decode(row["source"])
     return {k: (redact(v) if k in masked else v) for k, v in row.items()}
 
 

@@ -27,6 +27,7 @@ import pytest
 from dev.process import REPO, WorkerProcess, worker_env
 from dev.stack import free_port
 from dev.waiting import eventually
+from tests import expected
 from tests.conftest import TopicFactory
 
 pytestmark = pytest.mark.timeout(120)
@@ -63,16 +64,9 @@ class Ending:
 
     def the_line(self) -> str:
         """The one line that says what is wrong (plain, or the `event` of a JSON line)."""
-        said = [line for line in map(_event, self.lines) if line.startswith("carsys-ingest:")]
+        said = [line for line in map(expected.said, self.lines) if line.startswith("carsys-ingest:")]
         assert len(said) == 1, self.lines
         return said[0]
-
-
-def _event(line: str) -> str:
-    try:
-        return str(json.loads(line).get("event", ""))
-    except ValueError:
-        return line
 
 
 def run_to_end(env: dict[str, str], tmp_path: Path, name: str = "w") -> Ending:

@@ -248,8 +248,7 @@ def database_tls_refusal(exc: BaseException, dsn: str) -> AuthenticationError | 
     certificate does not name): waiting cannot fix it, so it is refused at once instead of retried as an outage."""
     if not isinstance(exc, ssl.SSLError):
         return None
-    parts = urlsplit(dsn)
-    server = f"PostgreSQL {parts.hostname}:{parts.port or 5432}"
+    server = f"PostgreSQL {database_server(dsn)}"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return tls_untrusted(server, "DATABASE_URL's sslrootcert", exc)
     return AuthenticationError(f"{server}: TLS handshake failed ({exc.reason}); check DATABASE_URL's sslmode")

@@ -69,7 +69,17 @@ from worker.runtime import logs, retry
 from worker.runtime.kafka import consumer_options
 from worker.runtime.migrations import migrate
 from worker.runtime.store import Store
-from worker.runtime.tables import APPOINTMENTS, INTERVENTIONS, PERSONS, VEHICLES, Row, Rows, Table, intervention_rows
+from worker.runtime.tables import (
+    APPOINTMENTS,
+    INTERVENTIONS,
+    PERSONS,
+    VEHICLES,
+    Row,
+    Rows,
+    Table,
+    canonical_event_id,
+    intervention_rows,
+)
 
 RESULTS = REPO / "bench" / "results"
 PARTITIONS = 6  # `carsys-ingest init`'s default
@@ -637,13 +647,13 @@ async def _floor_copy(conn: asyncpg.Connection, table: Table, rows: Sequence[Row
 async def _floor_batch(conn: asyncpg.Connection, items: Sequence[Item]) -> None:
     rows = Rows()
     for item in items:
-        rows.add(item.event)
-    upserts = [a[2] for a in rows.appointments.values() if isinstance(a[2], Upsert)]
+        rows.add(item.event, item.source, item.offset)  # the worker's rows: snapshots and provenance included
+    upserts = [e for e in rows.events() if isinstance(e, Upsert)]
     batch = (
-        (PERSONS, [r for _, r in rows.persons.values()]),
-        (VEHICLES, [r for _, r in rows.vehicles.values()]),
-        (APPOINTMENTS, [a[1] for a in rows.appointments.values()]),
-        (INTERVENTIONS, intervention_rows(upserts)),
+        (PERSONS, rows.persons()),
+        (VEHICLES, rows.vehicles()),
+        (APPOINTMENTS, rows.appointments()),
+        (INTERVENTIONS, intervention_rows(upserts, {canonical_event_id(i.event.event_id): i.offset for i in items})),
     )
     async with conn.transaction():
         for table, table_rows in batch:

@@ -77,7 +77,6 @@ from worker.runtime.tables import (
     canonical_event_id,
     column_arrays,
     intervention_rows,
-    sorted_rows,
     stage,
 )
 
@@ -232,11 +231,12 @@ class Store:
         rows = Rows()
         for eid, item in unique.items():
             if eid in fresh:
-                rows.add(item.event, item.source, item.offset)
-        await self._merge_table(conn, PERSONS, [r for _, r in sorted_rows(rows.persons)])
-        await self._merge_table(conn, VEHICLES, [r for _, r in sorted_rows(rows.vehicles)])
-        won = await self._merge_table(conn, APPOINTMENTS, [a[1] for a in sorted_rows(rows.appointments)])
-        winners = [rows.appointments[(r["dealer_id"], r["dms_number"])][2] for r in won]
+                rows.add(item.event, item.source, item.offset, eid)
+        await self._merge_table(conn, PERSONS, rows.persons())
+        await self._merge_table(conn, VEHICLES, rows.vehicles())
+        won = await self._merge_table(conn, APPOINTMENTS, rows.appointments())
+        # RETURNING gives no order: the winners go on in key order, which orders their interventions' rows too.
+        winners = [rows.event_of(k) for k in sorted((r["dealer_id"], r["dms_number"]) for r in won)]
         await self._replace_interventions(conn, winners, {eid: item.offset for eid, item in unique.items()})
         return _Outcome(applied=len(winners), duplicates=len(items) - len(fresh), stale=len(fresh) - len(winners))
 
@@ -254,14 +254,15 @@ class Store:
     async def _replace_interventions(
         self, conn: Conn, winners: Sequence[NormalisedEvent], sources: Mapping[str, Offset]
     ) -> None:
-        """The winning snapshots' interventions replace the old set; a winning delete leaves none."""
+        """The winning snapshots' interventions replace the old set; a winning delete leaves none. ``winners``: one
+        event per appointment, in key order (the lock order)."""
         if not winners:
             return
-        keys = sorted({(e.dealer_id, dms_number_of(e)) for e in winners})
+        keys = [(e.dealer_id, dms_number_of(e)) for e in winners]
         with stage("replacing interventions"):
             await conn.execute(DELETE_INTERVENTIONS, [k[0] for k in keys], [k[1] for k in keys])
-        upserts = [e for e in winners if isinstance(e, Upsert)]
-        rows = sorted(intervention_rows(upserts, sources), key=lambda r: (r[0], r[1], r[2]))
+        # Winners come in key order, one per key, each event's rows by position: the rows are in key order.
+        rows = intervention_rows([e for e in winners if isinstance(e, Upsert)], sources)
         if not rows:
             return
         names = ", ".join(c[0] for c in INTERVENTIONS.columns)

@@ -7,7 +7,9 @@ Pure apart from recognising asyncpg's exception classes: no connection is made h
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import operator
+import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -152,16 +154,6 @@ _PROVENANCE_COLS = (
 )
 
 
-def provenance(event_id: str, source: Offset | None) -> dict[str, Any]:
-    """The provenance columns of a row written by ``event_id`` from the record at ``source`` (None: unknown)."""
-    return {
-        "event_id": event_id,
-        "source_topic": source.topic if source else None,
-        "source_partition": source.partition if source else None,
-        "source_offset": source.offset if source else None,
-    }
-
-
 def _snapshot_cols() -> tuple[tuple[str, str, str], ...]:
     # sql/005: the row's part of the source event (json, travelling as text like notes) and the rules' version.
     return (("source", "text", "s.source::json"), _col("normaliser_version", "integer"))
@@ -301,9 +293,14 @@ PRUNE_LOCK = 0x63617273_7973_7072  # "carsyspr"
 
 # --- building rows --------------------------------------------------------------------------------------------
 
+# Canonical already: what producers send (uuid4().__str__ everywhere we looked), checked without building a UUID.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
 
 def canonical_event_id(event_id: str) -> str:
     """PostgreSQL's text form of the uuid, so ids compare the way the database compares them."""
+    if _CANONICAL_UUID.fullmatch(event_id):
+        return event_id
     try:
         return str(uuid.UUID(event_id))
     except ValueError:
@@ -311,38 +308,70 @@ def canonical_event_id(event_id: str) -> str:
 
 
 def _notes(notes: Sequence[Note]) -> str:
-    return msgspec.json.encode(notes).decode()
+    return _ENCODE(notes).decode() if notes else "[]"
 
 
 _Version = tuple[dt.datetime, str]
 Row = tuple[Any, ...]
 
-
-Stamp = dict[str, Any]  # occurred_at, event_id and the source record of the event a row comes from
-
-
-def stamp_of(event: NormalisedEvent, offset: Offset | None = None) -> Stamp:
-    return {"occurred_at": event.occurred_at, **provenance(canonical_event_id(event.event_id), offset)}
+# occurred_at, event_id and the source record (topic, partition, offset) of the event a row comes from: the last
+# five columns of every table but interventions, in this order (checked below).
+Stamp = tuple[dt.datetime, str, str | None, int | None, int | None]
+_STAMP_COLS = ("occurred_at", *(c[0] for c in _PROVENANCE_COLS))
 
 
-def person_row(dealer_id: str, person: Person, source: str | None, stamp: Stamp, version: int) -> Row:
-    fields = {f: getattr(person, f) for f in _PERSON_FIELDS}
-    notes = _notes(person.notes)
-    return PERSONS.row(
-        dealer_id=dealer_id,
-        person_id=person.id,
-        **fields,
-        notes=notes,
-        source=source,
-        normaliser_version=version,
-        **stamp,
-    )
+def stamp_of(event: NormalisedEvent, offset: Offset | None = None, event_id: str | None = None) -> Stamp:
+    """``event_id``: the event's canonical id when the caller has it already."""
+    eid = canonical_event_id(event.event_id) if event_id is None else event_id
+    if offset is None:
+        return (event.occurred_at, eid, None, None, None)
+    return (event.occurred_at, eid, offset.topic, offset.partition, offset.offset)
 
 
-def vehicle_row(dealer_id: str, vehicle: Vehicle, source: str | None, stamp: Stamp, version: int) -> Row:
-    fields = {f: getattr(vehicle, f) for f in _VEHICLE_FIELDS}
-    notes = _notes(vehicle.notes)
-    return VEHICLES.row(dealer_id=dealer_id, **fields, notes=notes, source=source, normaliser_version=version, **stamp)
+# A person's or a vehicle's row is (dealer_id, *part, *stamp), where the part (normalised values, snapshot, rules'
+# version, notes) depends only on the normalised and the raw record. Carsys sends the same snapshots again and
+# again, so parts are cached like the normaliser's results: building one was 6.5 us, a hit costs two struct hashes.
+_PART_COLS = ("source", "normaliser_version", "notes")
+
+
+def _check_layout(table: Table, fields: Sequence[str]) -> None:
+    expected = (table.columns[0][0], *fields, *_PART_COLS, *_STAMP_COLS)
+    if tuple(c[0] for c in table.columns) != expected:
+        raise AssertionError(f"{table.name}: row parts do not follow the columns {expected}")
+
+
+_check_layout(PERSONS, ("person_id", *_PERSON_FIELDS))
+_check_layout(VEHICLES, _VEHICLE_FIELDS)
+_PERSON_ATTRS = operator.attrgetter("id", *_PERSON_FIELDS)
+_VEHICLE_ATTRS = operator.attrgetter(*_VEHICLE_FIELDS)
+# Same bound as the normaliser's caches (worker/normalise/normaliser.py): a part holds the same strings plus its
+# snapshot's JSON, ~0.5 KiB more per entry.
+PART_CACHE_SIZE = 8192
+
+
+@functools.lru_cache(maxsize=PART_CACHE_SIZE)
+def _person_part(person: Person, raw: contract.Person | None) -> Row:
+    snapshot = None if raw is None else encode_source(raw)
+    return (*_PERSON_ATTRS(person), snapshot, NORMALISER_VERSION, _notes(person.notes))
+
+
+@functools.lru_cache(maxsize=PART_CACHE_SIZE)
+def _vehicle_part(vehicle: Vehicle, raw: contract.Vehicle | None) -> Row:
+    snapshot = None if raw is None else encode_source(raw)
+    return (*_VEHICLE_ATTRS(vehicle), snapshot, NORMALISER_VERSION, _notes(vehicle.notes))
+
+
+def person_row(dealer_id: str, person: Person, raw: contract.Person | None, stamp: Stamp) -> Row:
+    return (dealer_id, *_person_part(person, raw), *stamp)
+
+
+def vehicle_row(dealer_id: str, vehicle: Vehicle, raw: contract.Vehicle | None, stamp: Stamp) -> Row:
+    return (dealer_id, *_vehicle_part(vehicle, raw), *stamp)
+
+
+def clear_caches() -> None:
+    _person_part.cache_clear()
+    _vehicle_part.cache_clear()
 
 
 def encode_source(part: msgspec.Struct) -> str:
@@ -374,56 +403,98 @@ def appointment_source(appointment: contract.Appointment) -> str:
     return encode_source(msgspec.structs.replace(appointment, vehicle=None, persons=()))
 
 
+def appointment_row(event: NormalisedEvent, raw: contract.Appointment | None, stamp: Stamp) -> Row:
+    occurred_at, event_id, topic, partition, offset = stamp
+    provenance = {"event_id": event_id, "source_topic": topic, "source_partition": partition, "source_offset": offset}
+    if isinstance(event, Delete):
+        return APPOINTMENTS.row(
+            **_TOMBSTONE,
+            dealer_id=event.dealer_id,
+            dms_number=event.dms_number,
+            deleted_at=occurred_at,
+            occurred_at=occurred_at,
+            **provenance,
+        )
+    appt = event.appointment
+    return APPOINTMENTS.row(
+        dealer_id=event.dealer_id,
+        dms_number=appt.dms_number,
+        wo_number=appt.wo_number,
+        appointment_at=appt.appointment_at,
+        created_at=appt.created_at,
+        waiting_customer=appt.waiting_customer,
+        vehicle_key=appt.vehicle.vehicle_key if appt.vehicle is not None else None,
+        person_ids=_ENCODE([p.id for p in appt.persons]).decode(),
+        deleted=False,
+        deleted_at=None,
+        notes=_notes(appt.notes),
+        source=None if raw is None else appointment_source(raw),
+        normaliser_version=NORMALISER_VERSION,
+        occurred_at=occurred_at,
+        **provenance,
+    )
+
+
+# A candidate for a key: the version that decides who wins, what the row is built from, and its stamp.
+_Candidate = tuple[_Version, Any, Any, Stamp]
+
+
 class Rows(msgspec.Struct):
-    """The newest snapshot per key of each table, from the new events of one (sub-)batch."""
+    """The newest snapshot per key of each table, from the new events of one (sub-)batch.
 
-    persons: dict[tuple[str, str], tuple[_Version, Row]] = msgspec.field(default_factory=dict)
-    vehicles: dict[tuple[str, str], tuple[_Version, Row]] = msgspec.field(default_factory=dict)
-    appointments: dict[tuple[str, str], tuple[_Version, Row, NormalisedEvent]] = msgspec.field(default_factory=dict)
+    ``add`` only keeps the newest candidate per key; rows are built for the winners alone, by ``persons()``,
+    ``vehicles()`` and ``appointments()``, in key order (a quarter of a batch's person records lose to a newer
+    record of the same person in the same batch).
+    """
 
-    def add(self, event: NormalisedEvent, source: contract.Event | None = None, offset: Offset | None = None) -> None:
+    _persons: dict[tuple[str, str], _Candidate] = msgspec.field(default_factory=dict)
+    _vehicles: dict[tuple[str, str], _Candidate] = msgspec.field(default_factory=dict)
+    _appointments: dict[tuple[str, str], _Candidate] = msgspec.field(default_factory=dict)
+
+    def add(
+        self,
+        event: NormalisedEvent,
+        source: contract.Event | None = None,
+        offset: Offset | None = None,
+        event_id: str | None = None,
+    ) -> None:
         """``source``: the decoded event ``event`` was normalised from; its parts become the rows' snapshots.
-        ``offset``: the Kafka record it came in (the rows' provenance)."""
-        stamp = stamp_of(event, offset)
-        version = (event.occurred_at, stamp["event_id"])
+        ``offset``: the Kafka record it came in (the rows' provenance). ``event_id``: its canonical id, if known."""
+        stamp = stamp_of(event, offset, event_id)
+        version = (stamp[0], stamp[1])
+        dealer = event.dealer_id
         if isinstance(event, Delete):
-            key = (event.dealer_id, event.dms_number)
-            row = APPOINTMENTS.row(
-                **_TOMBSTONE, dealer_id=key[0], dms_number=key[1], deleted_at=event.occurred_at, **stamp
-            )
-            _keep_newest(self.appointments, key, (version, row, event))
+            _keep_newest(self._appointments, (dealer, event.dms_number), (version, event, None, stamp))
             return
         appt = event.appointment
         raw = source.appointment if isinstance(source, contract.AppointmentUpserted) else None
         raw_persons = raw.persons if raw is not None else (None,) * len(appt.persons)
         # The normaliser keeps the persons' order, so the n-th source person is the n-th normalised one.
         for person, raw_person in zip(appt.persons, raw_persons, strict=True):
-            snapshot = None if raw_person is None else encode_source(raw_person)
-            prow = person_row(event.dealer_id, person, snapshot, stamp, NORMALISER_VERSION)
-            _keep_newest(self.persons, (event.dealer_id, person.id), (version, prow))
+            _keep_newest(self._persons, (dealer, person.id), (version, person, raw_person, stamp))
         vehicle = appt.vehicle
-        vehicle_key = vehicle.vehicle_key if vehicle is not None else None
-        if vehicle is not None and vehicle_key is not None:
-            snapshot = None if raw is None or raw.vehicle is None else encode_source(raw.vehicle)
-            vrow = vehicle_row(event.dealer_id, vehicle, snapshot, stamp, NORMALISER_VERSION)
-            _keep_newest(self.vehicles, (event.dealer_id, vehicle_key), (version, vrow))
-        arow = APPOINTMENTS.row(
-            dealer_id=event.dealer_id,
-            dms_number=appt.dms_number,
-            wo_number=appt.wo_number,
-            appointment_at=appt.appointment_at,
-            created_at=appt.created_at,
-            waiting_customer=appt.waiting_customer,
-            vehicle_key=vehicle_key,
-            person_ids=msgspec.json.encode([p.id for p in appt.persons]).decode(),
-            deleted=False,
-            deleted_at=None,
-            notes=_notes(appt.notes),
-            source=None if raw is None else appointment_source(raw),
-            normaliser_version=NORMALISER_VERSION,
-            **stamp,
-        )
-        _keep_newest(self.appointments, (event.dealer_id, appt.dms_number), (version, arow, event))
+        if vehicle is not None and vehicle.vehicle_key is not None:
+            raw_vehicle = None if raw is None else raw.vehicle
+            _keep_newest(self._vehicles, (dealer, vehicle.vehicle_key), (version, vehicle, raw_vehicle, stamp))
+        _keep_newest(self._appointments, (dealer, appt.dms_number), (version, event, raw, stamp))
+
+    def persons(self) -> list[Row]:
+        return [person_row(k[0], c[1], c[2], c[3]) for k, c in sorted(self._persons.items())]
+
+    def vehicles(self) -> list[Row]:
+        return [vehicle_row(k[0], c[1], c[2], c[3]) for k, c in sorted(self._vehicles.items())]
+
+    def appointments(self) -> list[Row]:
+        return [appointment_row(c[1], c[2], c[3]) for _, c in sorted(self._appointments.items())]
+
+    def event_of(self, key: tuple[str, str]) -> NormalisedEvent:
+        """The event whose snapshot is the candidate for appointment ``key``."""
+        event: NormalisedEvent = self._appointments[key][1]
+        return event
+
+    def events(self) -> list[NormalisedEvent]:
+        """The appointments' candidate events, in key order."""
+        return [c[1] for _, c in sorted(self._appointments.items())]
 
 
 def _keep_newest(rows: dict[Any, Any], key: Any, candidate: tuple[Any, ...]) -> None:
@@ -434,31 +505,29 @@ def _keep_newest(rows: dict[Any, Any], key: Any, candidate: tuple[Any, ...]) -> 
 
 
 def intervention_rows(events: Sequence[Upsert], sources: Mapping[str, Offset] | None = None) -> list[Row]:
-    """``sources``: canonical event id -> the record it came in."""
+    """``sources``: canonical event id -> the record it came in. Rows come in the order of ``events``, each
+    event's by position, so events in key order give rows in key order."""
     rows: list[Row] = []
     for event in events:
         eid = canonical_event_id(event.event_id)
-        stamp = provenance(eid, (sources or {}).get(eid))
+        offset = (sources or {}).get(eid)
+        topic, partition, at = (offset.topic, offset.partition, offset.offset) if offset else (None, None, None)
         appt = event.appointment
-        for position, item in enumerate(appt.interventions):
-            rows.append(
-                INTERVENTIONS.row(
-                    dealer_id=event.dealer_id,
-                    dms_number=appt.dms_number,
-                    position=position,
-                    title=item.title,
-                    description=item.description,
-                    price=item.price,
-                    occurred_at=event.occurred_at,
-                    **stamp,
-                )
-            )
+        dealer, dms, when = event.dealer_id, appt.dms_number, event.occurred_at
+        rows += [
+            (dealer, dms, position, i.title, i.description, i.price, when, eid, topic, partition, at)
+            for position, i in enumerate(appt.interventions)
+        ]
     return rows
 
 
-def sorted_rows(rows: dict[tuple[str, str], Any]) -> list[Any]:
-    # Python's order only needs to be stable here: the statements ORDER BY the key themselves.
-    return [rows[k] for k in sorted(rows)]
+def _check_intervention_layout() -> None:
+    names = ("dealer_id", "dms_number", "position", "title", "description", "price", *_STAMP_COLS)
+    if tuple(c[0] for c in INTERVENTIONS.columns) != names:
+        raise AssertionError(f"interventions: rows do not follow the columns {names}")
+
+
+_check_intervention_layout()
 
 
 def column_arrays(rows: Sequence[Row], width: int) -> list[list[Any]]:

@@ -89,7 +89,7 @@ Price = Annotated[
 ]
 
 
-class Intervention(msgspec.Struct, frozen=True):
+class Intervention(msgspec.Struct, frozen=True, gc=False):
     """A work item (interventie): title and description, price in euros."""
 
     title: str
@@ -97,7 +97,7 @@ class Intervention(msgspec.Struct, frozen=True):
     price: Price | None = None
 
 
-class Vehicle(msgspec.Struct, frozen=True):
+class Vehicle(msgspec.Struct, frozen=True, gc=False):
     """The vehicle (voertuig). The role ids refer to persons of this event or of an earlier one."""
 
     make: str | None = None
@@ -112,7 +112,7 @@ class Vehicle(msgspec.Struct, frozen=True):
     contractor_id: str | None = None
 
 
-class Person(msgspec.Struct, frozen=True):
+class Person(msgspec.Struct, frozen=True, gc=False):
     """A driver, owner or contract holder (bestuurder / eigenaar / contractant)."""
 
     id: NonEmpty
@@ -132,7 +132,7 @@ class Person(msgspec.Struct, frozen=True):
     mobile_business: str | None = None
 
 
-class Appointment(msgspec.Struct, frozen=True):
+class Appointment(msgspec.Struct, frozen=True, gc=False):
     """An appointment (afspraak) as it is now in the DMS."""
 
     dms_number: NonEmpty
@@ -145,13 +145,13 @@ class Appointment(msgspec.Struct, frozen=True):
     persons: tuple[Person, ...] = ()
 
 
-class DeletedAppointment(msgspec.Struct, frozen=True):
+class DeletedAppointment(msgspec.Struct, frozen=True, gc=False):
     """The appointment was cancelled or removed in the DMS."""
 
     dms_number: NonEmpty
 
 
-class _Event(msgspec.Struct, frozen=True, tag_field="event_type"):
+class _Event(msgspec.Struct, frozen=True, gc=False, tag_field="event_type"):
     event_id: EventId
     schema_version: Literal[1]
     occurred_at: OffsetTimestamp

@@ -11,7 +11,7 @@ import decimal
 import msgspec
 
 
-class Note(msgspec.Struct, frozen=True):
+class Note(msgspec.Struct, frozen=True, gc=False):
     """What normalisation changed or rejected in one field. Never carries the value itself (AVG/GDPR)."""
 
     field: str
@@ -19,7 +19,7 @@ class Note(msgspec.Struct, frozen=True):
     action: str
 
 
-class Person(msgspec.Struct, frozen=True):
+class Person(msgspec.Struct, frozen=True, gc=False):
     id: str
     company_name: str | None = None
     title: str | None = None
@@ -41,7 +41,7 @@ class Person(msgspec.Struct, frozen=True):
     notes: tuple[Note, ...] = ()
 
 
-class Vehicle(msgspec.Struct, frozen=True):
+class Vehicle(msgspec.Struct, frozen=True, gc=False):
     # vehicle_key identifies the vehicle within a dealer: "vin:<VIN>" when the VIN is valid, else
     # "plate:<license_plate_key>"; None when neither exists (the vehicle is then not stored).
     vehicle_key: str | None = None
@@ -59,13 +59,13 @@ class Vehicle(msgspec.Struct, frozen=True):
     notes: tuple[Note, ...] = ()
 
 
-class Intervention(msgspec.Struct, frozen=True):
+class Intervention(msgspec.Struct, frozen=True, gc=False):
     title: str
     description: str | None = None
     price: decimal.Decimal | None = None
 
 
-class Appointment(msgspec.Struct, frozen=True):
+class Appointment(msgspec.Struct, frozen=True, gc=False):
     dms_number: str
     created_at: dt.datetime  # always timezone-aware after normalisation
     wo_number: str | None = None
@@ -77,14 +77,14 @@ class Appointment(msgspec.Struct, frozen=True):
     notes: tuple[Note, ...] = ()
 
 
-class Upsert(msgspec.Struct, frozen=True, tag_field="event_type", tag="appointment.upserted"):
+class Upsert(msgspec.Struct, frozen=True, gc=False, tag_field="event_type", tag="appointment.upserted"):
     event_id: str  # canonical lowercase UUID with dashes
     occurred_at: dt.datetime  # timezone-aware
     dealer_id: str
     appointment: Appointment
 
 
-class Delete(msgspec.Struct, frozen=True, tag_field="event_type", tag="appointment.deleted"):
+class Delete(msgspec.Struct, frozen=True, gc=False, tag_field="event_type", tag="appointment.deleted"):
     event_id: str
     occurred_at: dt.datetime
     dealer_id: str

@@ -37,13 +37,13 @@ class SourceRecord(Protocol):
     def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
-class Offset(msgspec.Struct, frozen=True):
+class Offset(msgspec.Struct, frozen=True, gc=False):
     topic: str
     partition: int
     offset: int  # the offset of the record itself (the stored "next offset" is offset + 1)
 
 
-class Item(msgspec.Struct, frozen=True):
+class Item(msgspec.Struct, frozen=True, gc=False):
     """One record of a batch: its normalised event and where it came from, and the decoded event it was normalised
     from (the rows' source snapshots, sql/005; None where there is none, e.g. events built in tests). Never logged:
     it holds personal values as they arrived."""

@@ -356,8 +356,11 @@ class Window:
     cpu: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
-async def watch_drain(worker: Worker, bench: Bench, n: int, timeout_s: float) -> Window:
-    pids = {"worker": worker.pid, "postgres": bench.postgres_pid(), "kafka": bench.kafka_pid()}
+async def watch_drain(workers: Sequence[Worker], bench: Bench, n: int, timeout_s: float) -> Window:
+    """Scrape every worker until together they have committed ``n`` events. CPU keys: worker-0, worker-1, ...,
+    postgres, kafka."""
+    pids = {"postgres": bench.postgres_pid(), "kafka": bench.kafka_pid()}
+    pids |= {f"worker-{i}": w.pid for i, w in enumerate(workers)}
 
     def cpu() -> dict[str, float]:
         return {
@@ -369,13 +372,15 @@ async def watch_drain(worker: Worker, bench: Bench, n: int, timeout_s: float) ->
     window, before = Window(), cpu()
     deadline, idle_at, idle_cpu = time.monotonic() + timeout_s, time.time(), before
     while time.monotonic() < deadline:
-        m = worker.metrics()
+        scraped = [w.metrics() for w in workers]
         now = time.time()
-        if not window.start and m.get("carsys_events_consumed_total", 0) > 0:
+        consumed = sum(m.get("carsys_events_consumed_total", 0) for m in scraped)
+        committed = sum(m.get("carsys_end_to_end_latency_seconds_count", 0) for m in scraped)
+        if not window.start and consumed > 0:
             window.start, before = now, cpu()
         elif not window.start:
             idle_at, idle_cpu = now, cpu()
-        if m.get("carsys_end_to_end_latency_seconds_count", 0) >= n:
+        if committed >= n:
             if window.start == now:
                 # A drain shorter than one scrape (a quick run) is timed from the last scrape that saw nothing
                 # consumed: an upper bound, never zero.
@@ -384,10 +389,11 @@ async def watch_drain(worker: Worker, bench: Bench, n: int, timeout_s: float) ->
             after = cpu()
             window.cpu = {k: (before[k], after[k]) for k in after}
             return window
-        if not worker.process.alive:
-            raise RuntimeError(f"worker exited; see {worker.process.log_path}")
+        for w in workers:
+            if not w.process.alive:
+                raise RuntimeError(f"worker exited; see {w.process.log_path}")
         await asyncio.sleep(0.05)
-    raise RuntimeError(f"worker did not drain {n} events in {timeout_s:.0f}s; see {worker.process.log_path}")
+    raise RuntimeError(f"workers did not drain {n} events in {timeout_s:.0f}s; see {workers[0].process.log_path}")
 
 
 async def measure_worker(bench: Bench, records: Sequence[Record], log_dir: Path) -> dict[str, Any]:
@@ -396,7 +402,7 @@ async def measure_worker(bench: Bench, records: Sequence[Record], log_dir: Path)
     dsn = await bench.fresh_database("worker")
     worker = Worker(bench, topic, dsn, log_dir / "worker-throughput.log")
     try:
-        window = await watch_drain(worker, bench, n, timeout_s=max(120.0, n / 300))
+        window = await watch_drain([worker], bench, n, timeout_s=max(120.0, n / 300))
         m, rss = worker.metrics(), peak_rss_mib(worker.pid)
     finally:
         worker.stop()
@@ -407,9 +413,9 @@ async def measure_worker(bench: Bench, records: Sequence[Record], log_dir: Path)
         "events": n,
         "seconds": round(seconds, 3),
         "events_per_s": round(n / seconds, 1),
-        "cpu_seconds": round(cpu["worker"], 2),
-        "cpu_percent_of_one_core": round(100 * cpu["worker"] / seconds, 1),
-        "cpu_ms_per_1000_events": round(1000 * cpu["worker"] / n * 1000, 1),
+        "cpu_seconds": round(cpu["worker-0"], 2),
+        "cpu_percent_of_one_core": round(100 * cpu["worker-0"] / seconds, 1),
+        "cpu_ms_per_1000_events": round(1000 * cpu["worker-0"] / n * 1000, 1),
         "peak_rss_mib": round(rss, 1),
         "postgres_cpu_seconds": round(cpu["postgres"], 2) if "postgres" in cpu else None,
         "kafka_cpu_seconds": round(cpu["kafka"], 2) if "kafka" in cpu else None,
@@ -423,6 +429,36 @@ async def measure_worker(bench: Bench, records: Sequence[Record], log_dir: Path)
         "db_committed_offsets": int(await fetchval(dsn, "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets")),
         "kafka_committed_offsets": await committed_total(bench.bootstrap, topic, topic),
         "scrape_resolution_s": 0.05,
+    }
+
+
+async def measure_scale_out(bench: Bench, records: Sequence[Record], replicas: int, log_dir: Path) -> dict[str, Any]:
+    """``replicas`` worker processes in one group, started together on the pre-produced topic (their joining the
+    group is inside the window), draining it into one database."""
+    n = len(records)
+    topic = await bench.fresh_topic(f"scale{replicas}", records)
+    dsn = await bench.fresh_database(f"scale{replicas}")
+    workers = [Worker(bench, topic, dsn, log_dir / f"worker-scale-{replicas}-{i}.log") for i in range(replicas)]
+    try:
+        window = await watch_drain(workers, bench, n, timeout_s=max(120.0, n / 300))
+        rss = [peak_rss_mib(w.pid) for w in workers]
+    finally:
+        for w in workers:
+            w.stop()
+    seconds = window.end - window.start
+    cpu = {k: b - a for k, (a, b) in window.cpu.items()}
+    each = [cpu[f"worker-{i}"] for i in range(replicas)]
+    return {
+        "replicas": replicas,
+        "events": n,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(n / seconds, 1),
+        "cpu_percent_of_one_core_each": [round(100 * c / seconds, 1) for c in each],
+        "cpu_ms_per_1000_events_all_workers": round(1000 * sum(each) / n * 1000, 1),
+        "peak_rss_mib_each": [round(r, 1) for r in rss],
+        "postgres_cpu_ms_per_1000_events": round(1000 * cpu["postgres"] / n * 1000, 1) if "postgres" in cpu else None,
+        "kafka_cpu_ms_per_1000_events": round(1000 * cpu["kafka"] / n * 1000, 1) if "kafka" in cpu else None,
+        "db_committed_offsets": int(await fetchval(dsn, "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets")),
     }
 
 
@@ -499,6 +535,11 @@ async def offer(bootstrap: str, topic: str, records: Sequence[Record], rate: flo
 
         return delivered
 
+    # Warm-up, not measured: metadata and the idempotent producer's id cost the first records ~300 ms, which is the
+    # producer starting, not the worker (the first record again then is a duplicate, which the worker skips).
+    producer.produce(topic, value=records[0][1], key=records[0][0])
+    await asyncio.to_thread(producer.flush, 30)
+    await asyncio.sleep(1)
     stamps: list[float] = []
     start, sent = time.monotonic(), 0
     while sent < len(records):
@@ -823,7 +864,7 @@ async def profile_worker(bench: Bench, records: Sequence[Record], log_dir: Path)
             str(spy), "record", "--idle", "--format", "raw", "--rate", "200", "--pid", str(worker.pid),
             "--output", str(out), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
-        await watch_drain(worker, bench, len(records), timeout_s=max(120.0, len(records) / 200))
+        await watch_drain([worker], bench, len(records), timeout_s=max(120.0, len(records) / 200))
         sampler.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
         await sampler.wait()
     finally:
@@ -922,6 +963,7 @@ class Options:
     quick: bool
     output: Path
     profile: bool
+    scale_out: tuple[int, ...]
 
 
 def options(argv: Sequence[str] | None) -> Options:
@@ -936,6 +978,12 @@ def options(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--naive-seconds", type=float, help="time bound of the naive worker (default 30, quick 3)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--profile", action="store_true", help="instead: drain N events under py-spy, print hotspots")
+    parser.add_argument(
+        "--scale-out",
+        default="",
+        metavar="1,2,3",
+        help="instead: drain N events with each number of replicas in turn, print the aggregate and each one's CPU",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="where the JSON goes (default bench/results)")
     a = parser.parse_args(argv)
     return Options(
@@ -948,6 +996,7 @@ def options(argv: Sequence[str] | None) -> Options:
         quick=a.quick,
         output=a.output,
         profile=a.profile,
+        scale_out=tuple(int(k) for k in a.scale_out.split(",") if k),
     )
 
 
@@ -1033,12 +1082,43 @@ async def profile_only(opts: Options, bench: Bench) -> None:
     print(f"written: {opts.output / 'profile-latest.json'}; stacks: {summary['collapsed_stacks']}")
 
 
+async def scale_out_only(opts: Options, bench: Bench) -> None:
+    log_dir = opts.output / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    records, runs = corpus(opts.events, opts.seed), []
+    for replicas in opts.scale_out:
+        print(f"bench: {replicas} replica(s) ...", file=sys.stderr, flush=True)
+        load = round(os.getloadavg()[0], 2)
+        try:
+            measured = await measure_scale_out(bench, records, replicas, log_dir)
+            runs.append({**measured, "load_average_1m_at_start": load})
+        finally:
+            await bench.tidy()
+    report: dict[str, Any] = {"timestamp": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    report["machine"] = machine()
+    report |= {"source": source_state(), "partitions": PARTITIONS, "runs": runs}
+    (opts.output / "scale-latest.json").write_text(json.dumps(report, indent=2))
+    header = f"{'replicas':>8} {'events/s':>9} {'CPU % of a core, each':>24}"
+    print(f"{header} {'worker ms/1000':>15} {'PostgreSQL ms/1000':>19}")
+    for r in runs:
+        each = " ".join(f"{c:.0f}" for c in r["cpu_percent_of_one_core_each"])
+        pg = r["postgres_cpu_ms_per_1000_events"]
+        print(
+            f"{r['replicas']:>8} {r['events_per_s']:>9.0f} {each:>24} {r['cpu_ms_per_1000_events_all_workers']:>15}"
+            f" {pg if pg is not None else 'n/a':>19}"
+        )
+    print(f"written: {opts.output / 'scale-latest.json'}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     opts = options(argv)
     logs.configure("WARNING", "console")  # the in-process Store logs at DEBUG; the table is the output
     with local_stack() as bench:
         if opts.profile:
             asyncio.run(profile_only(opts, bench))
+            return
+        if opts.scale_out:
+            asyncio.run(scale_out_only(opts, bench))
             return
         report = asyncio.run(run(opts, bench))
     print(table(report))

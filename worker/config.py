@@ -42,6 +42,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     migrate_on_start: bool = True
     batch_max_records: int = 2000
     batch_max_wait_ms: int = 200
+    snapshot_cache_entries: int = 8192
     applied_event_retention_days: int = 14
     retry_initial_backoff_s: float = 0.5
     retry_max_backoff_s: float = 30.0
@@ -121,6 +122,11 @@ VARIABLES: Mapping[str, tuple[str, str]] = {
     "BATCH_MAX_WAIT_MS": (
         "batch_max_wait_ms",
         "Longest wait for a batch to fill at low load (latency bound).",
+    ),
+    "SNAPSHOT_CACHE_ENTRIES": (
+        "snapshot_cache_entries",
+        "Persons whose normalised snapshot is kept (vehicles: half as many); ~3.5 KiB each, all caches counted."
+        " 0: none. Memory for CPU.",
     ),
     "APPLIED_EVENT_RETENTION_DAYS": (
         "applied_event_retention_days",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import msgspec
 import pytest
 from hypothesis import given, settings
@@ -13,8 +15,9 @@ from schemas.decoder import decode
 from tests.unit import real_world_corpus as corpus
 from tests.unit.builders import upsert
 from worker.errors import NormaliseError
-from worker.normalise import model
+from worker.normalise import model, normaliser
 from worker.normalise.normaliser import FAST, UNCACHED, cache_info, clear_caches, normalise
+from worker.runtime import tables
 
 PERSON_FIELDS = [f for f in contract.Person.__struct_fields__ if f != "id"]
 # Values that exercise every rule: real-world phones and e-mails, placeholders, whitespace, nothing.
@@ -69,3 +72,34 @@ def test_an_empty_id_names_its_position_even_when_cached_before() -> None:
     normalise(upsert(persons=[person]), FAST)
     with pytest.raises(NormaliseError, match=r"persons\[1\]\.id"):
         normalise(upsert(persons=[person, {"id": "  ", "first_name": "Jan"}]), FAST)
+
+
+def test_the_caches_are_sized_by_the_setting_and_can_be_turned_off() -> None:
+    event = contract.AppointmentUpserted(
+        event_id="3f2504e0-4f89-11d3-9a0c-0305e82c3301",
+        schema_version=1,
+        occurred_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        dealer_id="d",
+        appointment=contract.Appointment(
+            dms_number="A", created_at=dt.datetime(2026, 1, 1), persons=(contract.Person(id="p", city="utrecht"),)
+        ),
+    )
+    try:
+        normaliser.configure_caches(0)
+        tables.configure_caches(0)
+        for _ in range(3):
+            rows = tables.Rows()
+            rows.add(normaliser.normalise(event), event)
+            rows.persons()
+        assert normaliser.cache_info()["persons"] == {"hits": 0, "misses": 3, "size": 0}
+        normaliser.configure_caches(10)
+        tables.configure_caches(10)
+        for _ in range(3):
+            rows = tables.Rows()
+            rows.add(normaliser.normalise(event), event)
+            (row,) = rows.persons()
+        assert normaliser.cache_info()["persons"] == {"hits": 2, "misses": 1, "size": 1}
+        assert row[[c[0] for c in tables.PERSONS.columns].index("city")] == "Utrecht"
+    finally:
+        normaliser.configure_caches(normaliser.PERSON_CACHE_SIZE)
+        tables.configure_caches(tables.PART_CACHE_SIZE)

@@ -168,7 +168,8 @@ def _intervention(i: contract.Intervention, n: int, notes: _Notes) -> model.Inte
 # appointment they belong to, byte-identical. Contract structs are frozen (hashed and compared by value) and the
 # normalised ones are immutable, so a bounded LRU from the raw struct to its normalised form returns what the rules
 # would compute, without the work (tests/unit/test_normaliser_cache.py checks it against the uncached rules).
-# Sizes bound the memory: measured ~1.8 KiB per entry (raw key + normalised value), ~22 MiB with both full.
+# Sizes bound the memory: measured ~1.8 KiB per entry (raw key + normalised value), ~22 MiB with both full. The
+# platform team trades memory for CPU with SNAPSHOT_CACHE_ENTRIES (configure_caches; docs/deployment.md).
 PERSON_CACHE_SIZE: Final = 8192
 VEHICLE_CACHE_SIZE: Final = 4096
 
@@ -390,14 +391,25 @@ def _normalise_person(p: contract.Person, person_id: str, rules: Rules) -> model
     )
 
 
-@functools.lru_cache(maxsize=PERSON_CACHE_SIZE)
-def _person_cached(p: contract.Person, rules: Rules) -> model.Person:
+def _person_snapshot(p: contract.Person, rules: Rules) -> model.Person:
     return _normalise_person(p, p.id.strip(), rules)
 
 
-@functools.lru_cache(maxsize=VEHICLE_CACHE_SIZE)
-def _vehicle_cached(v: contract.Vehicle, rules: Rules) -> model.Vehicle:
+def _vehicle_snapshot(v: contract.Vehicle, rules: Rules) -> model.Vehicle:
     return _normalise_vehicle(v)
+
+
+_person_cached = functools.lru_cache(maxsize=PERSON_CACHE_SIZE)(_person_snapshot)
+_vehicle_cached = functools.lru_cache(maxsize=VEHICLE_CACHE_SIZE)(_vehicle_snapshot)
+
+
+def configure_caches(persons: int) -> None:
+    """Bound the snapshot caches anew (emptying them): ``persons`` entries for persons, half as many for vehicles
+    (an appointment has one vehicle and up to three persons). 0 turns them off. Set once, at start-up, from
+    SNAPSHOT_CACHE_ENTRIES by the composition root."""
+    global _person_cached, _vehicle_cached
+    _person_cached = functools.lru_cache(maxsize=persons)(_person_snapshot)
+    _vehicle_cached = functools.lru_cache(maxsize=persons // 2)(_vehicle_snapshot)
 
 
 def cache_info() -> dict[str, dict[str, int]]:

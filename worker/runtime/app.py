@@ -22,7 +22,8 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from worker import config
 from worker.headers import MAX_LETTER_BYTES
-from worker.runtime import failures, logs, migrations, preflight, retry
+from worker.normalise import normaliser
+from worker.runtime import failures, logs, migrations, preflight, retry, tables
 from worker.runtime.consumer import Consumer
 from worker.runtime.deadletters import DeadLetterProducer
 from worker.runtime.health import Health, HealthServer
@@ -113,6 +114,8 @@ class _Live:
 
 
 async def run(settings: config.Settings) -> None:
+    normaliser.configure_caches(settings.snapshot_cache_entries)
+    tables.configure_caches(settings.snapshot_cache_entries)
     metrics, health = Metrics(), Health(stall_timeout_s=settings.health_stall_timeout_s)
     metrics.follow_readiness(health.ready)
     live = _Live(settings, metrics, health)

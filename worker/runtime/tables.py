@@ -349,16 +349,25 @@ _VEHICLE_ATTRS = operator.attrgetter(*_VEHICLE_FIELDS)
 PART_CACHE_SIZE = 8192
 
 
-@functools.lru_cache(maxsize=PART_CACHE_SIZE)
-def _person_part(person: Person, raw: contract.Person | None) -> Row:
+def _person_part_of(person: Person, raw: contract.Person | None) -> Row:
     snapshot = None if raw is None else encode_source(raw)
     return (*_PERSON_ATTRS(person), snapshot, NORMALISER_VERSION, _notes(person.notes))
 
 
-@functools.lru_cache(maxsize=PART_CACHE_SIZE)
-def _vehicle_part(vehicle: Vehicle, raw: contract.Vehicle | None) -> Row:
+def _vehicle_part_of(vehicle: Vehicle, raw: contract.Vehicle | None) -> Row:
     snapshot = None if raw is None else encode_source(raw)
     return (*_VEHICLE_ATTRS(vehicle), snapshot, NORMALISER_VERSION, _notes(vehicle.notes))
+
+
+_person_part = functools.lru_cache(maxsize=PART_CACHE_SIZE)(_person_part_of)
+_vehicle_part = functools.lru_cache(maxsize=PART_CACHE_SIZE // 2)(_vehicle_part_of)
+
+
+def configure_caches(persons: int) -> None:
+    """As worker.normalise.normaliser.configure_caches, for the rows' parts: the same bounds."""
+    global _person_part, _vehicle_part
+    _person_part = functools.lru_cache(maxsize=persons)(_person_part_of)
+    _vehicle_part = functools.lru_cache(maxsize=persons // 2)(_vehicle_part_of)
 
 
 def person_row(dealer_id: str, person: Person, raw: contract.Person | None, stamp: Stamp) -> Row:

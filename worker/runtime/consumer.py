@@ -8,6 +8,7 @@ What it guarantees (no loss, no duplicates, outages waited out paused, rebalance
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -358,17 +359,18 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def _log_batch(self, items: Sequence[Item], result: BatchResult) -> None:
         rejected = {item.offset: error for item, error in result.rejected}
-        for item in items:
-            error = rejected.get(item.offset)
-            if error is None:
-                log.debug("applied", **_about(item))
-            else:
-                log.warning(
-                    "rejected by the database",
-                    **_about(item),
-                    error_class=type(error).__name__,
-                    sqlstate=error.sqlstate,
-                )
+        for item, error in result.rejected:
+            log.warning(
+                "rejected by the database",
+                **_about(item),
+                error_class=type(error).__name__,
+                sqlstate=error.sqlstate,
+            )
+        # A line per record is for debugging only: not even its fields are gathered otherwise (~1% of the CPU).
+        if log.is_enabled_for(logging.DEBUG):
+            for item in items:
+                if item.offset not in rejected:
+                    log.debug("applied", **_about(item))
 
     async def _commit(self, records: Sequence[SourceRecord]) -> None:
         """After PostgreSQL's commit: the records are committed for good (the latency is measured to here). Kafka's

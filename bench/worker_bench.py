@@ -69,6 +69,7 @@ from worker import config
 from worker.normalise.model import Upsert
 from worker.normalise.records import Item, Offset, prepare, to_event
 from worker.runtime import logs, retry
+from worker.runtime.app import tune_gc
 from worker.runtime.kafka import consumer_options
 from worker.runtime.migrations import migrate
 from worker.runtime.store import Store
@@ -1020,6 +1021,7 @@ async def measure_all(bench: Bench, opts: Options, log_dir: Path) -> dict[str, A
     ]
     load = round(os.getloadavg()[0], 2)
     items, results["normalise_only"] = normalised_items(records)
+    tune_gc()  # as the worker does: the in-process baselines must not pay for the collector what the worker does not
     results["normalise_only"]["load_average_1m_at_start"] = load
     for name, step in steps:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)

@@ -1020,8 +1020,8 @@ async def measure_all(bench: Bench, opts: Options, log_dir: Path) -> dict[str, A
         ("naive", lambda: measure_naive(bench, records[:50_000], opts.naive_seconds)),
     ]
     load = round(os.getloadavg()[0], 2)
-    items, results["normalise_only"] = normalised_items(records)
     tune_gc()  # as the worker does: the in-process baselines must not pay for the collector what the worker does not
+    items, results["normalise_only"] = normalised_items(records)
     results["normalise_only"]["load_average_1m_at_start"] = load
     for name, step in steps:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)

@@ -52,6 +52,12 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What a released connection gets instead of asyncpg's reset query (a round trip per batch, ~0.2 ms): the
+    store's connections hold no session state to undo (no SET, LISTEN, cursor or session-level advisory lock; its
+    temporary staging tables are meant to stay). An open transaction is still ended by asyncpg first."""
+
+
 async def open_pool(settings: config.Settings) -> asyncpg.Pool:
     """The pool, once PostgreSQL answers (waited for up to ``STARTUP_TIMEOUT_S``)."""
     return await failures.at_startup(
@@ -60,6 +66,7 @@ async def open_pool(settings: config.Settings) -> asyncpg.Pool:
             min_size=settings.db_pool_min_size,
             max_size=settings.db_pool_max_size,
             command_timeout=settings.retry_attempt_timeout_s,
+            reset=_keep_session,
         ),
         functools.partial(failures.database_failure, dsn=settings.database_url),
         budget_s=settings.startup_timeout_s,

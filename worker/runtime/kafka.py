@@ -36,6 +36,10 @@ def consumer_options(settings: config.Settings) -> dict[str, Any]:
         "max_poll_interval_ms": int(max(300.0, settings.retry_attempt_timeout_s * 3) * 1000),
         "max_partition_fetch_bytes": 8 * 1024 * 1024,
         "fetch_max_bytes": 64 * 1024 * 1024,
+        # A fetch waits at the broker until data arrives, and no other fetch goes to that broker meanwhile: records
+        # of a partition left out of it (its previous records were still being handed out) wait up to this long.
+        # 500 ms (aiokafka's default) showed in the latency tail; idle, 50 ms is 20 small requests a second.
+        "fetch_max_wait_ms": 50,
     }
 
 

@@ -34,8 +34,9 @@ Public API::
 - **Offsets**: the next offset per (group, topic, partition) (max offset + 1 over ``items`` and ``extra_offsets``,
   the latter being records dead-lettered or skipped before the store) is written in the same transaction and never
   moves backwards. The consumer resumes from ``stored_offsets``.
-- **Permanent errors** (SQLSTATE 22*, 23*, 54000, values the driver cannot encode) are isolated by bisecting the batch
-  under savepoints; the offending items come back in ``BatchResult.rejected`` with a ``WriteRejected`` and everything
+- **Permanent errors** (SQLSTATE 22*, 23*, 54000, values the driver cannot encode) roll the batch's first attempt
+  (written without savepoints) back; it is then written again, isolating them by bisecting the batch under
+  savepoints; the offending items come back in ``BatchResult.rejected`` with a ``WriteRejected`` and everything
   else commits. Their offsets are covered too, so dead-letter them: pass ``on_rejected`` (awaited inside the
   transaction, before the commit) to make "dead-lettered" and "offset stored" atomic from the consumer's point of
   view; without it, a crash between the commit and your dead-letter produce loses the letter.
@@ -202,9 +203,22 @@ class Store:
     async def _apply_once(
         self, items: Sequence[Item], extra_offsets: Sequence[Offset], on_rejected: RejectedHook | None
     ) -> _Outcome:
+        # First without savepoints (two round trips fewer per batch, ~4% of a small batch's time): a permanent error
+        # rolls the whole transaction back, and only then is the batch written again, bisecting under savepoints.
+        try:
+            return await self._write(items, extra_offsets, on_rejected, isolate=False)
+        except WriteRejected:
+            return await self._write(items, extra_offsets, on_rejected, isolate=True)
+
+    async def _write(
+        self, items: Sequence[Item], extra_offsets: Sequence[Offset], on_rejected: RejectedHook | None, *, isolate: bool
+    ) -> _Outcome:
         with stage("applying batch"):
             async with self._pool.acquire() as conn, conn.transaction():
-                outcome = await self._apply_isolating(conn, list(items)) if items else _Outcome()
+                outcome = _Outcome()
+                if items:
+                    merge = self._apply_isolating if isolate else self._merge
+                    outcome = await merge(conn, list(items))
                 if on_rejected is not None and outcome.rejected:
                     await on_rejected(outcome.rejected)
                 await self._save_offsets(conn, next_offsets([*(item.offset for item in items), *extra_offsets]))

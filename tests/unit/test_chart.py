@@ -326,7 +326,7 @@ def test_lag_threshold_is_the_arithmetic_its_comment_states() -> None:
 def test_resources_quote_the_benchmark_of_record() -> None:
     text = (CHART / "values.yaml").read_text()
     bench = (REPO / "docs" / "benchmarks.md").read_text()
-    for figure in ("75.1%", "143.2 ms", "193.2 MiB", "38.1%", "62.1 MiB", "f1a1e29"):
+    for figure in ("75.2%", "145.2 ms", "192.2 MiB", "37.6%", "62.4 MiB", "238c1a4"):
         assert figure in text, figure
         assert figure in bench, figure
     peak_mib = max(float(m) for m in re.findall(r"peak RSS ([\d.]+) MiB", text))

@@ -14,7 +14,7 @@ import pytest
 
 from dev import samples
 from dev.db import fetch, fetchval
-from dev.kafka import produce, read_all
+from dev.kafka import committed_offsets, produce, read_all
 from dev.process import WorkerProcess, worker_env
 from dev.waiting import eventually
 from tests import expected
@@ -28,6 +28,9 @@ async def topic(create_topic: TopicFactory) -> str:
     name = await create_topic(f"carsys.{uuid.uuid4().hex[:10]}", partitions=4)
     await create_topic(f"{name}.dlq")
     return name
+
+
+_STORED = "SELECT partition, next_offset FROM consumer_offsets"
 
 
 def records(events: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
@@ -78,6 +81,9 @@ async def test_valid_stream_lands_exactly_once_and_probes_answer(
     finally:
         assert worker.stop() == 0
     assert await read_all(kafka_bootstrap, f"{topic}.dlq") == []
+    # Kafka's copy of the offsets is committed in the background after each batch; a clean stop waits for the last.
+    stored = {r["partition"]: r["next_offset"] for r in await fetch(fresh_database_url, _STORED)}
+    assert await committed_offsets(kafka_bootstrap, topic, topic, sorted(stored)) == stored
     expected.assert_no_personal_data(worker.log_text(), events)
 
 

@@ -8,6 +8,7 @@ What it guarantees (no loss, no duplicates, outages waited out paused, rebalance
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -56,6 +57,8 @@ _PREPARE_CHUNK = 20
 # often the error line is repeated (so that it is in any window of logs an operator looks at).
 _HELD_RECHECK_S = 3.0
 _HELD_REPEAT_S = 300.0
+# How long stopping waits for the last batch's Kafka commit (running in the background, see Consumer._commit).
+_LAST_KAFKA_COMMIT_S = 5.0
 
 
 @dataclass
@@ -125,7 +128,9 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             await self._loop()
         finally:
-            await self._kafka_committed()
+            # Bounded: with Kafka unreachable a commit waits for its request timeout, and PostgreSQL has the offsets.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kafka_committed(), timeout=_LAST_KAFKA_COMMIT_S)
 
     async def _loop(self) -> None:
         ahead: _Batch | None = None

@@ -78,7 +78,7 @@ class _Notes:
 
 def normalise(event: contract.Event, rules: Rules = FAST) -> model.NormalisedEvent:
     """The canonical form of one contract event. Raises NormaliseError when it holds nothing storable."""
-    event_id = _canonical_uuid(event.event_id)
+    event_id = canonical_uuid(event.event_id)
     occurred_at = _required_timestamp(event.occurred_at, "$.occurred_at")
     # Trimmed like the other ids; the contract's pattern guarantees something is left.
     dealer_id = event.dealer_id.strip(contract.DEALER_ID_PADDING)
@@ -91,7 +91,8 @@ def normalise(event: contract.Event, rules: Rules = FAST) -> model.NormalisedEve
 _CANONICAL_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-def _canonical_uuid(value: str) -> str:
+def canonical_uuid(value: str) -> str:
+    """PostgreSQL's text form of a uuid; ValueError when ``value`` is none."""
     # Most producers already send the canonical form; uuid.UUID() costs more than the check.
     return value if _CANONICAL_UUID.fullmatch(value) else str(uuid.UUID(value))
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import operator
-import re
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -22,6 +20,7 @@ from asyncpg.exceptions import _base as asyncpg_base
 from schemas import contract
 from worker.errors import IngestError, TransientError, WriteRejected
 from worker.normalise.model import Delete, NormalisedEvent, Note, Person, Upsert, Vehicle, dms_number_of
+from worker.normalise.normaliser import canonical_uuid
 from worker.normalise.records import Item, Offset
 from worker.normalise.version import NORMALISER_VERSION
 
@@ -293,16 +292,11 @@ PRUNE_LOCK = 0x63617273_7973_7072  # "carsyspr"
 
 # --- building rows --------------------------------------------------------------------------------------------
 
-# Canonical already: what producers send (uuid4().__str__ everywhere we looked), checked without building a UUID.
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
 
 def canonical_event_id(event_id: str) -> str:
     """PostgreSQL's text form of the uuid, so ids compare the way the database compares them."""
-    if _CANONICAL_UUID.fullmatch(event_id):
-        return event_id
     try:
-        return str(uuid.UUID(event_id))
+        return canonical_uuid(event_id)
     except ValueError:
         return event_id  # the ::uuid cast rejects it as 22P02, which isolates the event
 
@@ -345,7 +339,7 @@ _check_layout(VEHICLES, _VEHICLE_FIELDS)
 _PERSON_ATTRS = operator.attrgetter("id", *_PERSON_FIELDS)
 _VEHICLE_ATTRS = operator.attrgetter(*_VEHICLE_FIELDS)
 # Same bound as the normaliser's caches (worker/normalise/normaliser.py): a part holds the same strings plus its
-# snapshot's JSON, ~0.5 KiB more per entry.
+# snapshot's JSON, ~0.7 KiB more per entry.
 PART_CACHE_SIZE = 8192
 
 
@@ -376,11 +370,6 @@ def person_row(dealer_id: str, person: Person, raw: contract.Person | None, stam
 
 def vehicle_row(dealer_id: str, vehicle: Vehicle, raw: contract.Vehicle | None, stamp: Stamp) -> Row:
     return (dealer_id, *_vehicle_part(vehicle, raw), *stamp)
-
-
-def clear_caches() -> None:
-    _person_part.cache_clear()
-    _vehicle_part.cache_clear()
 
 
 def encode_source(part: msgspec.Struct) -> str:

@@ -42,7 +42,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     migrate_on_start: bool = True
     batch_max_records: int = 2000
     batch_max_wait_ms: int = 200
-    snapshot_cache_entries: int = 8192
+    snapshot_cache_entries: int = 16384
     applied_event_retention_days: int = 14
     retry_initial_backoff_s: float = 0.5
     retry_max_backoff_s: float = 30.0

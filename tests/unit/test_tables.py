@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 
 import asyncpg
 import pytest
 from asyncpg.exceptions._base import PostgresMessageMeta
 
 from worker.errors import TransientError, WriteRejected
-from worker.normalise.model import Appointment, Delete, Person, Upsert, Vehicle
+from worker.normalise.model import Appointment, Delete, Intervention, NormalisedEvent, Person, Upsert, Vehicle
+from worker.normalise.records import Item, Offset
 from worker.runtime import tables
 from worker.runtime.tables import APPOINTMENTS, PERSONS, VEHICLES, Rows, classify
 
@@ -93,3 +95,42 @@ def test_a_tombstone_keeps_only_its_key_and_bookkeeping() -> None:
     assert (row["deleted"], row["deleted_at"], row["occurred_at"]) == (True, AT, AT)
     assert (row["dealer_id"], row["dms_number"], row["event_id"]) == ("dealer-1", "A-1", EID)
     assert (row["created_at"], row["vehicle_key"], row["person_ids"]) == (None, None, "[]")
+
+
+def _batch(n: int) -> list[Item]:
+    """n events over fewer appointments, persons and vehicles (so keys collapse), one of them a delete."""
+    events: list[NormalisedEvent] = []
+    for i in range(n):
+        persons = (Person(id=f"p{i % 7}", first_name=f"V{i}"), Person(id=f"p{(i + 3) % 7}", city="Utrecht"))
+        vehicle = Vehicle(vehicle_key=f"plate:{i % 5}", license_plate=f"AB-{i % 5}")
+        interventions = tuple(Intervention(title=f"T{i}.{k}", price=decimal.Decimal("9.50")) for k in range(i % 3))
+        appointment = Appointment(
+            dms_number=f"A-{i % 11}", created_at=AT, vehicle=vehicle, persons=persons, interventions=interventions
+        )
+        eid = f"6f1c1d9e-7d33-4a63-9a7e-{i:012d}"
+        events.append(Upsert(eid, AT + dt.timedelta(minutes=i), "d", appointment))
+    events.append(Delete("6f1c1d9e-7d33-4a63-9a7e-999999999999", AT + dt.timedelta(minutes=n), "d", "A-3"))
+    return [Item(e, Offset("t", 0, i)) for i, e in enumerate(events)]
+
+
+def test_a_plan_holds_the_rows_the_store_would_build_and_builds_them_in_slices() -> None:
+    batch = _batch(600)
+    plan = tables.Plan()
+    plan.add(batch[:300])
+    plan.add(batch[300:] + batch[:5])  # a repeated id is a duplicate: the first item counts
+    steps = sum(1 for _ in plan.build())
+
+    rows = Rows()
+    for eid, item in tables.unique_items(batch).items():
+        rows.add(item.event, item.source, item.offset, eid)
+    assert (plan.persons(), plan.vehicles(), plan.appointments()) == (
+        rows.persons(),
+        rows.vehicles(),
+        rows.appointments(),
+    )
+    assert steps >= 3  # the caller can yield between slices
+    winners = sorted(k for k, e in rows.candidates() if isinstance(e, Upsert))
+    events = [rows.event_of(k) for k in winners]
+    sources = {tables.canonical_event_id(i.event.event_id): i.offset for i in batch}
+    assert plan.interventions(winners) == tables.intervention_rows(events, sources)
+    assert tables.planned(batch).appointments() == plan.appointments()

@@ -169,10 +169,10 @@ def _intervention(i: contract.Intervention, n: int, notes: _Notes) -> model.Inte
 # appointment they belong to, byte-identical. Contract structs are frozen (hashed and compared by value) and the
 # normalised ones are immutable, so a bounded LRU from the raw struct to its normalised form returns what the rules
 # would compute, without the work (tests/unit/test_normaliser_cache.py checks it against the uncached rules).
-# Sizes bound the memory: measured ~1.8 KiB per entry (raw key + normalised value), ~22 MiB with both full. The
+# Sizes bound the memory: measured ~1.8 KiB per entry (raw key + normalised value), ~43 MiB with both full. The
 # platform team trades memory for CPU with SNAPSHOT_CACHE_ENTRIES (configure_caches; docs/deployment.md).
-PERSON_CACHE_SIZE: Final = 8192
-VEHICLE_CACHE_SIZE: Final = 4096
+PERSON_CACHE_SIZE: Final = 16384
+VEHICLE_CACHE_SIZE: Final = 8192
 
 
 def _vehicle(v: contract.Vehicle, rules: Rules) -> model.Vehicle:

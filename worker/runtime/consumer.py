@@ -38,6 +38,7 @@ from worker.runtime.deadletters import DeadLetterProducer
 from worker.runtime.health import Health
 from worker.runtime.metrics import Metrics, lag_of
 from worker.runtime.store import BatchResult, Store
+from worker.runtime.tables import Plan
 
 log = structlog.get_logger(__name__)
 
@@ -50,9 +51,10 @@ class _Superseded(Exception):
     """Raised out of a retry wait when a rebalance began: the waiting batch is abandoned, uncommitted."""
 
 
-# Records decoded and normalised between two yields to the event loop: ~20 records is ~5 ms of CPU, short enough
-# for a concurrent write to send its next statement promptly, long enough to make the yields' cost negligible.
-_PREPARE_CHUNK = 20
+# Records decoded and normalised between two yields to the event loop, ~1 ms of CPU: a concurrent write whose
+# answer arrives meanwhile waits that long to send its next statement, and PostgreSQL with it (20 records drained
+# 4% fewer events/s, 5 cost more CPU in yields than it gained; docs/benchmarks.md).
+_PREPARE_CHUNK = 10
 # While a partition is held at an undecodable batch: how often PostgreSQL's offset is re-read (to see a skip), and how
 # often the error line is repeated (so that it is in any window of logs an operator looks at).
 _HELD_RECHECK_S = 3.0
@@ -70,6 +72,8 @@ class _Batch:
     items: list[Item] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     key_mismatches: list[tuple[Item, KeyMismatch]] = field(default_factory=list)
+    # Its rows, built ahead while the previous batch was written (under a backlog only).
+    plan: Plan | None = None
 
 
 class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -151,7 +155,7 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
             following = await self._fetch(0, limit)
             write = asyncio.create_task(self._handle(current))
             try:
-                ahead = await self._prepare(following)
+                ahead = await self._prepare(following, plan=True)
                 await write
             finally:
                 # Cancelled (shutdown timeout) while preparing: the write must not outlive the loop and its clients.
@@ -261,16 +265,26 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._kafka.resume(tp)
         log.warning("held partition skipped past its bad batch by an operator", partition=tp.partition, offset=position)
 
-    async def _prepare(self, records: list[SourceRecord]) -> _Batch:
-        """Decode and normalise, yielding to the event loop often so that a running write keeps its pace."""
+    async def _prepare(self, records: list[SourceRecord], *, plan: bool = False) -> _Batch:
+        """Decode and normalise, yielding to the event loop often so that a running write keeps its pace.
+
+        ``plan``: build the batch's rows too (tables.Plan), so that its write only sends them; worth it while another
+        batch is being written, the CPU otherwise idle waiting for PostgreSQL."""
         batch = _Batch(generation=self._generation, records=records)
+        rows = Plan() if plan else None
         for start in range(0, len(records), _PREPARE_CHUNK):
             chunk = records[start : start + _PREPARE_CHUNK]
             items, failures = split(chunk)
             batch.items += items
             batch.failures += failures
             batch.key_mismatches += key_mismatches(chunk, items)
+            if rows is not None:
+                rows.add(items)
             await asyncio.sleep(0)
+        if rows is not None:
+            for _ in rows.build():
+                await asyncio.sleep(0)
+            batch.plan = rows
         return batch
 
     async def _handle(self, batch: _Batch) -> None:
@@ -341,7 +355,10 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._send_letters([(by_offset[item.offset], error) for item, error in rejected])
 
         result = await self._store.apply(
-            items, extra_offsets=[offset_of(f.record) for f in failures], on_rejected=dead_letter_rejects
+            items,
+            extra_offsets=[offset_of(f.record) for f in failures],
+            on_rejected=dead_letter_rejects,
+            plan=batch.plan,
         )
         self._health.db_ok()
         self._metrics.committed()

@@ -13,7 +13,7 @@ from typing import Any
 
 from dev import samples
 
-BIG = 8 * 1024 * 1024  # the worker fetches up to 8 MB per partition; these topics accept as much
+BIG = 8 * 1024 * 1024  # records this large are fetched whole (a fetch brings one batch past its size bound)
 KIND = "fault.kind"  # header naming the corpus kind of a record (kept in its dead letter, like any header)
 Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 

@@ -783,6 +783,7 @@ CATEGORIES = (
     ("decode (schemas/decoder)", "schemas/decoder.py"),
     ("normalise (worker/normaliser & rules)", "worker/normalise/normaliser.py"),
     ("store: rows, SQL, asyncpg", "worker/runtime/store.py"),
+    ("rows built ahead (tables.Plan, under a backlog)", "Plan.build:"),
     ("dead letters / commit / metrics", "worker/runtime/consumer.py:_commit"),
     ("kafka client (aiokafka)", "aiokafka/"),
     ("health/metrics server", "worker/runtime/health.py"),

@@ -124,10 +124,11 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
         """Consume until ``stop()``; returns after the in-flight batch is committed or abandoned.
 
         Under a backlog (full batches) it is pipelined by one batch: while batch N is written (mostly waiting on
-        PostgreSQL), batch N+1, already fetched, is decoded and normalised. Writes stay strictly one after another,
-        so order and commits are as without it; a prepared batch whose generation ended (a rebalance) or that is
-        left at shutdown is dropped, uncommitted. Without a backlog it does not pipeline: fetching the next batch
-        before the write would make what arrives meanwhile wait two batch durations instead of one.
+        PostgreSQL), batch N+1, already fetched, is decoded and normalised and its rows are built. Writes stay
+        strictly one after another, so order and commits are as without it; a prepared batch whose generation ended
+        (a rebalance) or that is left at shutdown is dropped, uncommitted. Without a backlog it does not pipeline:
+        fetching the next batch before the write would make what arrives meanwhile wait two batch durations instead
+        of one.
         """
         try:
             await self._loop()

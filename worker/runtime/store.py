@@ -4,7 +4,7 @@ Public API::
 
     store = Store(pool, group_id=..., retention_days=14, retrying=worker.runtime.retry.policy, staging="auto",
                   prune_every=1000)
-    result = await store.apply(items, extra_offsets=(), *, on_rejected=None)   # -> BatchResult
+    result = await store.apply(items, extra_offsets=(), *, on_rejected=None, plan=None)   # -> BatchResult
     offsets = await store.stored_offsets(topic)                            # {partition: next offset}
     await store.ping()
     await store.prune()                                                     # also run every `prune_every` batches
@@ -27,6 +27,9 @@ Public API::
   consumer_offsets), rows in key order inside each statement, so concurrent batches sharing persons or vehicles
   wait for each other instead of deadlocking. Only while bisecting (below) do the halves lock out of global order;
   a deadlock there is transient and the batch is retried.
+- **Rows built ahead**: ``plan`` (``tables.planned(items)``, or a ``tables.Plan`` built step by step) carries the
+  batch's rows built beforehand; it is used only when ``applied_events`` finds every event in it new, otherwise
+  the rows are built again from the new events alone. The consumer builds it while the previous batch is written.
 - **Bulk only**: one ``INSERT ... SELECT ... ON CONFLICT`` per table, fed either by ``unnest($1::text[], ...)`` (one
   round trip) or by COPY into a temporary staging table (three round trips, but cheaper per row). ``staging="auto"``
   (default) picks COPY for a table when the batch has at least ``COPY_MIN_ROWS`` rows for it: measured in

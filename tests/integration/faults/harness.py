@@ -189,8 +189,9 @@ async def kill_during_batch(worker: WorkerProcess, dsn: str, *, after_commit: bo
 
 class KeepBusy:
     """Offers a stream while faults are injected, so that every fault finds work in flight whatever the machine's
-    speed: about ``backlog`` records stay waiting, and the last ``reserve`` records are held back until ``finish()``,
-    so the worker cannot reach the end of the stream before the last fault (it used to, on a fast machine)."""
+    speed: about ``backlog`` records stay waiting, and the last ``reserve`` records are held back until ``allow()``
+    or ``finish()``, so the worker cannot reach the end of the stream before the last fault (it used to, on a fast
+    machine)."""
 
     def __init__(self, run: Run, records: Sequence[Record], *, backlog: int, reserve: int, sent: int = 0) -> None:
         self._run, self._records = run, records
@@ -201,7 +202,7 @@ class KeepBusy:
 
     async def _offer(self) -> None:
         while not self._holding.is_set():
-            waiting = self.sent - sum((await stored_offsets(self._run.dsn, self._run.topic)).values())
+            waiting = self.sent - await self.consumed()
             if self.sent < self._cap and waiting < self._backlog:
                 await self._send(min(self._cap, self.sent + 100))
             else:
@@ -210,6 +211,14 @@ class KeepBusy:
     async def _send(self, upto: int) -> None:
         await produce(self._run.bootstrap, self._run.topic, self._records[self.sent : upto])
         self.sent = upto
+
+    def allow(self, upto: int) -> None:
+        """Offer records up to ``upto`` (of the stream) from now on."""
+        self._cap = max(self._cap, min(upto, len(self._records)))
+
+    async def consumed(self) -> int:
+        """Records of the stream the worker has stored its offsets past."""
+        return sum((await stored_offsets(self._run.dsn, self._run.topic)).values())
 
     async def hold(self) -> int:
         """Stop offering; returns how many records of the stream are in the topic."""

@@ -129,8 +129,9 @@ def test_a_plan_holds_the_rows_the_store_would_build_and_builds_them_in_slices()
         rows.appointments(),
     )
     assert steps >= 3  # the caller can yield between slices
-    winners = sorted(k for k, e in rows.candidates() if isinstance(e, Upsert))
-    events = [rows.event_of(k) for k in winners]
+    upserts = sorted((k, e) for k, e in rows.candidates() if isinstance(e, Upsert))
+    winners = [k for k, _ in upserts]
+    events = [e for _, e in upserts]
     sources = {tables.canonical_event_id(i.event.event_id): i.offset for i in batch}
     assert plan.interventions(winners) == tables.intervention_rows(events, sources)
     assert tables.planned(batch).appointments() == plan.appointments()

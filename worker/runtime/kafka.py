@@ -35,8 +35,8 @@ def consumer_options(settings: config.Settings) -> dict[str, Any]:
         # A retry cycle happens between two polls; the group must not evict us during it.
         "max_poll_interval_ms": int(max(300.0, settings.retry_attempt_timeout_s * 3) * 1000),
         # Kafka's default. Not a bound on a record's size: a record batch larger than this is fetched alone. What a
-        # fetch brings stays in memory until handed out: 8 MiB per partition cost a draining replica ~50 MiB of RSS
-        # for no throughput (docs/benchmarks.md).
+        # fetch brings stays in memory until handed out: 8 MiB per partition cost a draining replica ~50 MiB of RSS,
+        # 4 MiB ~26 MiB for ~3% more events/s; that memory buys more as snapshot cache (docs/benchmarks.md).
         "max_partition_fetch_bytes": 1024 * 1024,
         "fetch_max_bytes": 64 * 1024 * 1024,
         # A fetch waits at the broker until data arrives, and no other fetch goes to that broker meanwhile: records

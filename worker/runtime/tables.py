@@ -536,10 +536,8 @@ class Plan:
         self._interventions: dict[tuple[str, str], list[Row]] = {}
 
     def add(self, items: Iterable[Item]) -> None:
-        for item in items:
-            eid = canonical_event_id(item.event.event_id)
-            if eid not in self.unique:
-                self.unique[eid] = item
+        for eid, item in unique_items(items).items():
+            if self.unique.setdefault(eid, item) is item:  # the first item with an id counts, as in the store
                 self.rows.add(item.event, item.source, item.offset, eid)
 
     def build(self) -> Iterator[None]:

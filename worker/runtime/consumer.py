@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 
 from worker.config import Settings
 from worker.errors import PermanentError, TransientError, WriteRejected
@@ -74,6 +74,10 @@ class _Batch:
     key_mismatches: list[tuple[Item, KeyMismatch]] = field(default_factory=list)
     # Its rows, built ahead while the previous batch was written (under a backlog only).
     plan: Plan | None = None
+    # Per partition, the last offset the fetch moved past without handing it out: a transaction's marker, an aborted
+    # transaction's records. Committed with the batch, or the lag would never fall back to 0 behind a transactional
+    # producer (a batch may consist of these alone).
+    passed: list[Offset] = field(default_factory=list)
 
 
 class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -143,9 +147,9 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
         while not self._stopping.is_set():
             current = ahead if ahead is not None and ahead.generation == self._generation else None
             if current is None:
-                current = await self._prepare(await self._fetch(self._settings.batch_max_wait_ms, limit))
+                current = await self._prepare(*await self._fetch(self._settings.batch_max_wait_ms, limit))
             ahead = None
-            if not current.records:
+            if not current.records and not current.passed:
                 continue
             if len(current.records) < limit:
                 # No backlog: write now and fetch afterwards, so that what arrives meanwhile waits one batch, not two.
@@ -156,13 +160,14 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
             following = await self._fetch(0, limit)
             write = asyncio.create_task(self._handle(current))
             try:
-                ahead = await self._prepare(following, plan=True)
+                ahead = await self._prepare(*following, plan=True)
                 await write
             finally:
                 # Cancelled (shutdown timeout) while preparing: the write must not outlive the loop and its clients.
                 write.cancel()
 
-    async def _fetch(self, timeout_ms: int, max_records: int) -> list[SourceRecord]:
+    async def _fetch(self, timeout_ms: int, max_records: int) -> tuple[list[SourceRecord], list[Offset]]:
+        """The records fetched, in partition order, and the offsets passed without a record (``_Batch.passed``)."""
         try:
             batch = await self._kafka.getmany(timeout_ms=timeout_ms, max_records=max_records)
         except Exception as exc:  # a codec raises anything; locate() keeps only failures to decode a batch
@@ -173,10 +178,27 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._health.beat()
         if self._held:
             await self._check_held()
-        for tp, got in batch.items():
-            if got:
-                self._delivered[tp] = got[-1].offset + 1
-        return [r for tp in sorted(batch) for r in batch[tp]]
+        passed = await self._passed(batch)
+        return [r for tp in sorted(batch) for r in batch[tp]], passed
+
+    async def _passed(self, batch: dict[TopicPartition, list[Any]]) -> list[Offset]:
+        """Move ``_delivered`` to each partition's position; report where it went past the last record handed out.
+
+        Reading committed records only, the fetcher steps over transaction markers and aborted records without
+        handing them out. Only partitions read since their assignment are asked: their position is known, so asking
+        does not wait."""
+        passed: list[Offset] = []
+        for tp in [*batch, *(tp for tp in self._delivered if tp not in batch)]:
+            got = batch.get(tp)
+            handed = got[-1].offset + 1 if got else self._delivered[tp]
+            try:
+                position = await self._kafka.position(tp)
+            except IllegalStateError:  # revoked meanwhile
+                continue
+            self._delivered[tp] = max(position, handed)
+            if position > handed:
+                passed.append(Offset(tp.topic, tp.partition, position - 1))
+        return passed
 
     # ------------------------------------------------------------------------------------------ undecodable batches
 
@@ -266,12 +288,12 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._kafka.resume(tp)
         log.warning("held partition skipped past its bad batch by an operator", partition=tp.partition, offset=position)
 
-    async def _prepare(self, records: list[SourceRecord], *, plan: bool = False) -> _Batch:
+    async def _prepare(self, records: list[SourceRecord], passed: list[Offset], *, plan: bool = False) -> _Batch:
         """Decode and normalise, yielding to the event loop often so that a running write keeps its pace.
 
         ``plan``: build the batch's rows too (tables.Plan), so that its write only sends them; worth it while another
         batch is being written, the CPU otherwise idle waiting for PostgreSQL."""
-        batch = _Batch(generation=self._generation, records=records)
+        batch = _Batch(generation=self._generation, records=records, passed=passed)
         rows = Plan() if plan else None
         for start in range(0, len(records), _PREPARE_CHUNK):
             chunk = records[start : start + _PREPARE_CHUNK]
@@ -291,8 +313,9 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _handle(self, batch: _Batch) -> None:
         started = time.monotonic()
         self._sent.clear()
-        self._metrics.consumed.inc(len(batch.records))
-        self._metrics.batch_size.observe(len(batch.records))
+        if batch.records:  # not a batch of passed offsets alone
+            self._metrics.consumed.inc(len(batch.records))
+            self._metrics.batch_size.observe(len(batch.records))
         self._report_key_mismatches(batch.key_mismatches)
         try:
             await self._process_until_done(batch)
@@ -357,7 +380,7 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
 
         result = await self._store.apply(
             items,
-            extra_offsets=[offset_of(f.record) for f in failures],
+            extra_offsets=[*(offset_of(f.record) for f in failures), *batch.passed],
             on_rejected=dead_letter_rejects,
             plan=batch.plan,
         )
@@ -365,7 +388,7 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._metrics.committed()
         self._count(result)
         self._log_batch(items, result)
-        await self._commit(records)
+        await self._commit(records, batch.passed)
 
     async def _send_letters(self, letters: Sequence[tuple[SourceRecord, PermanentError]]) -> None:
         new = [(record, error) for record, error in letters if offset_of(record) not in self._sent]
@@ -395,12 +418,13 @@ class Consumer(ConsumerRebalanceListener):  # type: ignore[misc]
                 if item.offset not in rejected:
                     log.debug("applied", **_about(item))
 
-    async def _commit(self, records: Sequence[SourceRecord]) -> None:
+    async def _commit(self, records: Sequence[SourceRecord], passed: Sequence[Offset]) -> None:
         """After PostgreSQL's commit: the records are committed for good (the latency is measured to here). Kafka's
         copy of the offsets is only for lag tools and a fallback at assignment, so the next batch does not wait for
         it (a commit takes ~7 ms on a local broker, a third of a small batch's cycle); commits stay one at a time,
         in order, and a revocation or shutdown waits for the last one."""
-        positions = {TopicPartition(*tp): n for tp, n in next_offsets(offset_of(r) for r in records).items()}
+        offsets = [*(offset_of(r) for r in records), *passed]
+        positions = {TopicPartition(*tp): n for tp, n in next_offsets(offsets).items()}
         self._positions.update(positions)
         now_ms = time.time() * 1000
         for r in records:

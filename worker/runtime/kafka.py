@@ -32,6 +32,9 @@ def consumer_options(settings: config.Settings) -> dict[str, Any]:
         "client_id": settings.kafka_client_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
+        # A producer's aborted transactions are never applied (Kafka clients default to read_uncommitted). An open
+        # transaction holds its partitions back until it ends (the producer's transaction.timeout.ms at most).
+        "isolation_level": "read_committed",
         # A retry cycle happens between two polls; the group must not evict us during it.
         "max_poll_interval_ms": int(max(300.0, settings.retry_attempt_timeout_s * 3) * 1000),
         # Kafka's default. Not a bound on a record's size: a record batch larger than this is fetched alone. What a

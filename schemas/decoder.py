@@ -43,8 +43,19 @@ class _Envelope(msgspec.Struct):
 _ENVELOPE_DECODER: Final = msgspec.json.Decoder(_Envelope)
 
 
+# RFC 8259 forbids a byte order mark before JSON but lets a parser ignore one. Windows and .NET tools write it (a
+# StreamWriter with Encoding.UTF8), and refusing it would send every event of such a producer to the dead letters.
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def without_bom(value: bytes) -> bytes:
+    """``value`` without a leading UTF-8 byte order mark."""
+    return value[len(_UTF8_BOM) :] if value.startswith(_UTF8_BOM) else value
+
+
 def decode(value: bytes) -> Event:
     """Decode one record value. Raises NotJson (not UTF-8 JSON) or NotV1 (JSON, but not a v1 event)."""
+    value = without_bom(value)
     _require_utf8(value)
     try:
         event: Event = _DECODER.decode(value)

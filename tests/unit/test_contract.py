@@ -221,6 +221,15 @@ def test_decode_errors(value: bytes, reason: str) -> None:
     assert str(info.value) == reason
 
 
+def test_a_leading_utf8_byte_order_mark_is_ignored_and_only_there() -> None:
+    value = _encode(_rich())
+    assert decode(b"\xef\xbb\xbf" + value) == decode(value)
+    with pytest.raises(NotJson, match="invalid character"):
+        decode(b" \xef\xbb\xbf" + value)
+    with pytest.raises(NotJson, match="invalid character"):
+        decode(b"\xef\xbb\xbf\xef\xbb\xbf" + value)
+
+
 def test_not_an_object_is_a_contract_error() -> None:
     assert _contract_error([1, 2]) == "$: expected an object, got an array"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 from typing import Any
 
 import msgspec
@@ -195,6 +196,9 @@ def test_publish_documents_keys_and_reasons() -> None:
     value = samples.encode(EVENT)
     assert documents(value) == [("", value)]
     assert documents(value + b"\n\n" + value) == [("line 1", value), ("line 3", value)]
+    # A document saved by a Windows editor: a byte order mark, then JSON over several lines.
+    pretty = json.dumps(EVENT, indent=2).encode()
+    assert documents(b"\xef\xbb\xbf" + pretty + b"\r\n") == [("", pretty)]
     good = prepare("", value)
     assert (good.key, good.error) == (samples.key_of(EVENT), None)
     bad = prepare("line 2", samples.encode({**EVENT, "schema_version": 2}))

@@ -131,3 +131,9 @@ def test_publish_strict_refuses_unknown_fields_and_names_them() -> None:
     assert refused.error == "unknown field(s), ignored by the worker: $.appointment.vehicle.kenteken"
     assert refused.key == b"autobedrijf-de-vries/2025-004711"
     assert prepare("line 1", _encode(RICH), strict=True).error is None
+
+
+def test_unknown_fields_are_found_behind_a_byte_order_mark() -> None:
+    doc = copy.deepcopy(RICH)
+    doc["appointment"]["dms_nummer"] = "1"
+    assert unknown_fields(b"\xef\xbb\xbf" + _encode(doc)) == ["$.appointment.dms_nummer"]

@@ -6,10 +6,13 @@ import sys
 
 import msgspec
 
+from schemas.decoder import without_bom
+
 
 def documents(data: bytes) -> list[tuple[str, bytes]]:
     """``(where, value)`` per event, bytes as given; ``where`` ("line 3", or "" for a single document) prefixes
     error lines."""
+    data = without_bom(data)  # a file saved by a Windows editor
     stripped = data.strip()
     if not stripped:
         return []

@@ -8,10 +8,12 @@ exception is never chained.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Callable
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -60,11 +62,61 @@ def decode(value: bytes) -> Event:
     try:
         event: Event = _DECODER.decode(value)
     except msgspec.ValidationError as exc:
-        raise _rejected(value, str(exc)) from None
+        event = _decode_with_dates_from_timestamps(value, str(exc))
     except msgspec.DecodeError as exc:
         raise NotJson(f"not valid JSON ({_json_reason(str(exc))})") from None
     _require_finite_prices(event)
     return event
+
+
+# .NET had no date-only type before .NET 6: a DateTime serialises a date as 2019-03-01T00:00:00 (and default(DateTime)
+# as 0001-01-01T00:00:00). The vehicle's dates are read from such a timestamp too: its calendar date, in
+# Europe/Amsterdam when it has an offset (2019-02-28T23:00:00Z is 1 March there). Tried only after the decoder
+# refused a date, so a producer sending plain dates pays nothing; one sending timestamps pays a second decode.
+_VEHICLE_DATES: Final = ("first_registration_date", "apk_due_date")
+_DATE_PATHS: Final = tuple(f" - at `$.appointment.vehicle.{name}`" for name in _VEHICLE_DATES)
+_AMSTERDAM: Final = ZoneInfo("Europe/Amsterdam")
+
+
+def _decode_with_dates_from_timestamps(value: bytes, message: str) -> Event:
+    fixed = _dates_from_timestamps(value) if message.endswith(_DATE_PATHS) else None
+    if fixed is None:
+        raise _rejected(value, message) from None
+    try:
+        event: Event = _DECODER.decode(fixed)
+    except msgspec.ValidationError as exc:
+        raise _rejected(fixed, str(exc)) from None
+    return event
+
+
+def _dates_from_timestamps(value: bytes) -> bytes | None:
+    """``value`` with timestamps in the vehicle's date fields written as dates; None if there is none."""
+    try:
+        doc = msgspec.json.decode(value)
+        vehicle = doc["appointment"]["vehicle"]
+        days = {name: _calendar_date(vehicle.get(name)) for name in _VEHICLE_DATES}
+    except (msgspec.DecodeError, KeyError, TypeError, AttributeError):
+        return None
+    found = {name: day.isoformat() for name, day in days.items() if day is not None}
+    if not found:
+        return None
+    vehicle.update(found)
+    return msgspec.json.encode(doc)
+
+
+def _calendar_date(value: object) -> dt.date | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = msgspec.convert(value, dt.datetime)
+    except msgspec.ValidationError:
+        return None
+    if moment.tzinfo is None:
+        return moment.date()
+    try:
+        return moment.astimezone(_AMSTERDAM).date()
+    except OverflowError:  # at the calendar's ends (0001-01-01T00:00:00+01:00): a placeholder, read as written
+        return moment.date()
 
 
 def _rejected(value: bytes, message: str) -> Rejected:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,42 @@ def test_a_leading_utf8_byte_order_mark_is_ignored_and_only_there() -> None:
         decode(b" \xef\xbb\xbf" + value)
     with pytest.raises(NotJson, match="invalid character"):
         decode(b"\xef\xbb\xbf\xef\xbb\xbf" + value)
+
+
+@pytest.mark.parametrize(
+    ("written", "day"),
+    [
+        ("2019-03-01T00:00:00", "2019-03-01"),  # a .NET DateTime
+        ("2019-03-01T00:00:00.0000000", "2019-03-01"),
+        ("2019-03-01 14:35:00", "2019-03-01"),
+        ("2019-02-28T23:00:00Z", "2019-03-01"),  # Amsterdam's midnight in UTC
+        ("2019-03-01T00:00:00+01:00", "2019-03-01"),
+        ("2019-03-01T00:30:00+05:00", "2019-02-28"),
+        ("0001-01-01T00:00:00", "0001-01-01"),  # default(DateTime): a placeholder, nulled by the normaliser
+        ("0001-01-01T00:00:00+01:00", "0001-01-01"),
+    ],
+)
+def test_the_vehicle_dates_are_read_from_timestamps_too(written: str, day: str) -> None:
+    doc = _rich()
+    doc["appointment"]["vehicle"]["first_registration_date"] = written
+    doc["appointment"]["vehicle"]["apk_due_date"] = written
+    event = decode(_encode(doc))
+    assert isinstance(event, AppointmentUpserted)
+    assert event.appointment.vehicle is not None
+    assert event.appointment.vehicle.first_registration_date == dt.date.fromisoformat(day)
+    assert event.appointment.vehicle.apk_due_date == dt.date.fromisoformat(day)
+
+
+def test_a_date_that_is_no_timestamp_either_is_still_a_contract_error_and_so_is_the_next_one() -> None:
+    doc = _rich()
+    doc["appointment"]["vehicle"]["first_registration_date"] = "01-03-2019"
+    assert _contract_error(doc) == "$.appointment.vehicle.first_registration_date: expected an ISO date (YYYY-MM-DD)"
+    doc["appointment"]["vehicle"]["first_registration_date"] = "2019-03-01T00:00:00"
+    doc["appointment"]["vehicle"]["apk_due_date"] = "31-12-2026"
+    assert _contract_error(doc) == "$.appointment.vehicle.apk_due_date: expected an ISO date (YYYY-MM-DD)"
+    doc["appointment"]["vehicle"]["apk_due_date"] = "2026-12-31T00:00:00"
+    doc["appointment"]["waiting_customer"] = "ja"
+    assert _contract_error(doc) == "$.appointment.waiting_customer: expected a boolean, got a string"
 
 
 def test_not_an_object_is_a_contract_error() -> None:

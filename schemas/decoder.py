@@ -8,6 +8,7 @@ exception is never chained.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
@@ -62,61 +63,100 @@ def decode(value: bytes) -> Event:
     try:
         event: Event = _DECODER.decode(value)
     except msgspec.ValidationError as exc:
-        event = _decode_with_dates_from_timestamps(value, str(exc))
+        event = _decode_repaired(value, str(exc))
     except msgspec.DecodeError as exc:
         raise NotJson(f"not valid JSON ({_json_reason(str(exc))})") from None
     _require_finite_prices(event)
     return event
 
 
-# .NET had no date-only type before .NET 6: a DateTime serialises a date as 2019-03-01T00:00:00 (and default(DateTime)
-# as 0001-01-01T00:00:00). The vehicle's dates are read from such a timestamp too: its calendar date, in
-# Europe/Amsterdam when it has an offset (2019-02-28T23:00:00Z is 1 March there). Tried only after the decoder
-# refused a date, so a producer sending plain dates pays nothing; one sending timestamps pays a second decode.
+# Forms real producers send that the contract reads too, repaired only after the decoder refused a value (so a
+# producer sending the contract's own forms pays nothing; one sending these pays a second decode per event):
+#
+# - .NET had no date-only type before .NET 6: a DateTime serialises a date as 2019-03-01T00:00:00 (default(DateTime)
+#   as 0001-01-01T00:00:00). The vehicle's dates are read from a timestamp as its calendar date, in
+#   Europe/Amsterdam when it has an offset (2019-02-28T23:00:00Z is 1 March there).
+# - A price formatted for Dutch readers (a string built under the nl-NL culture): "49,95", "1.234,56", "€ 49,95".
+#   Only unambiguous forms: "1,234" (a thousand, or one and a bit?) stays a contract error.
 _VEHICLE_DATES: Final = ("first_registration_date", "apk_due_date")
-_DATE_PATHS: Final = tuple(f" - at `$.appointment.vehicle.{name}`" for name in _VEHICLE_DATES)
 _AMSTERDAM: Final = ZoneInfo("Europe/Amsterdam")
+_MONEY: Final = re.compile(r"(?P<cur>€|EUR)?\s*(?P<n>-?[0-9][0-9.,]*)\s*(?P<cur2>€|EUR)?", re.IGNORECASE)
+_DECIMAL_COMMA: Final = re.compile(r"-?(?:[0-9]{1,3}(?:\.[0-9]{3})+|[0-9]+),[0-9]{1,2}")
+_THOUSANDS_COMMA: Final = re.compile(r"-?[0-9]{1,3}(?:,[0-9]{3})+\.[0-9]{1,2}")
+_PLAIN: Final = re.compile(r"-?[0-9]+(?:\.[0-9]{1,2})?")
 
 
-def _decode_with_dates_from_timestamps(value: bytes, message: str) -> Event:
-    fixed = _dates_from_timestamps(value) if message.endswith(_DATE_PATHS) else None
-    if fixed is None:
-        raise _rejected(value, message) from None
-    try:
-        event: Event = _DECODER.decode(fixed)
-    except msgspec.ValidationError as exc:
-        raise _rejected(fixed, str(exc)) from None
-    return event
-
-
-def _dates_from_timestamps(value: bytes) -> bytes | None:
-    """``value`` with timestamps in the vehicle's date fields written as dates; None if there is none."""
-    try:
-        doc = msgspec.json.decode(value)
-        vehicle = doc["appointment"]["vehicle"]
-        days = {name: _calendar_date(vehicle.get(name)) for name in _VEHICLE_DATES}
-    except (msgspec.DecodeError, KeyError, TypeError, AttributeError):
-        return None
-    found = {name: day.isoformat() for name, day in days.items() if day is not None}
-    if not found:
-        return None
-    vehicle.update(found)
-    return msgspec.json.encode(doc)
-
-
-def _calendar_date(value: object) -> dt.date | None:
+def _calendar_date(value: object) -> str | None:
     if not isinstance(value, str):
         return None
     try:
         moment = msgspec.convert(value, dt.datetime)
     except msgspec.ValidationError:
         return None
-    if moment.tzinfo is None:
-        return moment.date()
+    if moment.tzinfo is not None:
+        # At the calendar's ends (0001-01-01T00:00:00+01:00) there is no Amsterdam date: a placeholder, read as written.
+        with contextlib.suppress(OverflowError):
+            moment = moment.astimezone(_AMSTERDAM)
+    return moment.date().isoformat()
+
+
+def _decimal(value: object) -> str | None:
+    found = _MONEY.fullmatch(value.strip()) if isinstance(value, str) else None
+    if found is None:
+        return None
+    number = found["n"]
+    if _DECIMAL_COMMA.fullmatch(number):
+        return number.replace(".", "").replace(",", ".")
+    if _THOUSANDS_COMMA.fullmatch(number):
+        return number.replace(",", "")
+    if (found["cur"] or found["cur2"]) and _PLAIN.fullmatch(number):
+        return number
+    return None
+
+
+def _repair_dates(doc: Any) -> bool:
+    vehicle = doc["appointment"]["vehicle"]
+    found = {name: day for name in _VEHICLE_DATES if (day := _calendar_date(vehicle.get(name))) is not None}
+    vehicle.update(found)
+    return bool(found)
+
+
+def _repair_prices(doc: Any) -> bool:
+    changed = False
+    for intervention in doc["appointment"]["interventions"]:
+        number = _decimal(intervention.get("price"))
+        if number is not None:
+            intervention["price"] = number
+            changed = True
+    return changed
+
+
+_REPAIRS: Final[tuple[tuple[re.Pattern[str], Callable[[Any], bool]], ...]] = (
+    (re.compile(r"^Invalid RFC3339 encoded date - at `\$\.appointment\.vehicle\.[a-z_]+`$"), _repair_dates),
+    (re.compile(r"^Invalid decimal string - at `\$\.appointment\.interventions\[\d+\]\.price`$"), _repair_prices),
+)
+
+
+def _decode_repaired(value: bytes, message: str) -> Event:
+    """``value``, which the decoder refused with ``message``, decoded after the repair that message calls for."""
+    repair = next((r for pattern, r in _REPAIRS if pattern.match(message)), None)
+    fixed = None if repair is None else _repaired(value, repair)
+    if fixed is None:
+        raise _rejected(value, message) from None
     try:
-        return moment.astimezone(_AMSTERDAM).date()
-    except OverflowError:  # at the calendar's ends (0001-01-01T00:00:00+01:00): a placeholder, read as written
-        return moment.date()
+        event: Event = _DECODER.decode(fixed)
+    except msgspec.ValidationError as exc:
+        # Another repair may apply further on; each changes what it finds at once, so this ends.
+        return _decode_repaired(fixed, str(exc))
+    return event
+
+
+def _repaired(value: bytes, repair: Callable[[Any], bool]) -> bytes | None:
+    try:
+        doc = msgspec.json.decode(value)
+        return msgspec.json.encode(doc) if repair(doc) else None
+    except (msgspec.DecodeError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def _rejected(value: bytes, message: str) -> Rejected:

@@ -6,6 +6,7 @@ import contextlib
 import copy
 import datetime as dt
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -265,6 +266,45 @@ def test_a_date_that_is_no_timestamp_either_is_still_a_contract_error_and_so_is_
     doc["appointment"]["vehicle"]["apk_due_date"] = "2026-12-31T00:00:00"
     doc["appointment"]["waiting_customer"] = "ja"
     assert _contract_error(doc) == "$.appointment.waiting_customer: expected a boolean, got a string"
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        ("49,95", "49.95"),
+        ("1.234,56", "1234.56"),
+        ("-12,5", "-12.5"),
+        ("€ 49,95", "49.95"),
+        ("49,95 EUR", "49.95"),
+        ("€49.95", "49.95"),
+        ("eur 1,234.50", "1234.50"),
+    ],
+)
+def test_prices_formatted_for_dutch_readers_are_read(written: str, read: str) -> None:
+    doc = _rich()
+    for intervention in doc["appointment"]["interventions"]:
+        intervention["price"] = written
+    event = decode(_encode(doc))
+    assert isinstance(event, AppointmentUpserted)
+    assert {i.price for i in event.appointment.interventions} == {Decimal(read)}
+
+
+@pytest.mark.parametrize("written", ["1,234", "1.234,567", "49,95 USD", "€", "op aanvraag", "12,3,4", "1.23,45"])
+def test_ambiguous_or_foreign_prices_stay_contract_errors(written: str) -> None:
+    doc = _rich()
+    doc["appointment"]["interventions"][0]["price"] = written
+    assert _contract_error(doc) == "$.appointment.interventions[0].price: expected a decimal number"
+
+
+def test_a_date_and_a_price_repaired_in_one_event() -> None:
+    doc = _rich()
+    doc["appointment"]["vehicle"]["apk_due_date"] = "2026-12-31T00:00:00"
+    doc["appointment"]["interventions"][-1]["price"] = "12,50"
+    event = decode(_encode(doc))
+    assert isinstance(event, AppointmentUpserted)
+    assert event.appointment.vehicle is not None
+    assert event.appointment.vehicle.apk_due_date == dt.date(2026, 12, 31)
+    assert event.appointment.interventions[-1].price == Decimal("12.50")
 
 
 def test_not_an_object_is_a_contract_error() -> None:

@@ -155,7 +155,7 @@ def _repaired(value: bytes, repair: Callable[[Any], bool]) -> bytes | None:
     try:
         doc = msgspec.json.decode(value)
         return msgspec.json.encode(doc) if repair(doc) else None
-    except (msgspec.DecodeError, KeyError, TypeError, AttributeError):
+    except (msgspec.DecodeError, KeyError, TypeError, AttributeError, RecursionError):  # not the shape repaired
         return None
 
 

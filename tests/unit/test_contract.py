@@ -296,6 +296,20 @@ def test_ambiguous_or_foreign_prices_stay_contract_errors(written: str) -> None:
     assert _contract_error(doc) == "$.appointment.interventions[0].price: expected a decimal number"
 
 
+@given(price=st.one_of(st.text(max_size=16), st.from_regex(r"\A[€ E]{0,2}-?[0-9.,]{1,12} ?(EUR|€)?\Z")), day=st.text())
+def test_any_price_or_vehicle_date_is_read_or_refused_with_one_of_two_reasons(price: str, day: str) -> None:
+    doc = _rich()
+    doc["appointment"]["interventions"][1]["price"] = price
+    doc["appointment"]["vehicle"]["first_registration_date"] = day
+    reason = _message_or_none(doc)
+    assert reason in {
+        None,
+        "$.appointment.interventions[1].price: expected a decimal number",
+        "$.appointment.interventions[1].price: expected a finite decimal number",
+        "$.appointment.vehicle.first_registration_date: expected an ISO date (YYYY-MM-DD)",
+    }
+
+
 def test_a_date_and_a_price_repaired_in_one_event() -> None:
     doc = _rich()
     doc["appointment"]["vehicle"]["apk_due_date"] = "2026-12-31T00:00:00"

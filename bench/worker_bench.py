@@ -67,7 +67,7 @@ from schemas.contract import key_for
 from schemas.decoder import decode
 from worker import config
 from worker.normalise.model import Upsert
-from worker.normalise.records import Item, Offset, prepare, to_event
+from worker.normalise.records import Item, Offset, decode_value, normalised, prepare
 from worker.runtime import logs, retry
 from worker.runtime.app import tune_gc
 from worker.runtime.kafka import consumer_options
@@ -648,9 +648,10 @@ def normalised_items(records: Sequence[Record]) -> tuple[list[Item], dict[str, A
     next_offset = dict.fromkeys(parts, 0)
     start, items = time.perf_counter(), []
     for key, value in records:
-        event = to_event(value)
+        # With the decoded event as its source, as the worker's items: the rows then carry their snapshots.
+        source = decode_value(value)
         p = partitioner(key, parts, parts)
-        items.append(Item(event=event, offset=Offset("bench.database", p, next_offset[p])))
+        items.append(Item(event=normalised(source), offset=Offset("bench.database", p, next_offset[p]), source=source))
         next_offset[p] += 1
     seconds = time.perf_counter() - start
     return items, {"events": len(items), "seconds": round(seconds, 3), "events_per_s": round(len(items) / seconds, 1)}

@@ -37,6 +37,9 @@ TOPIC = "carsys.renormalise"
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 BELGIAN = "@voorbeeld.be"
 
+# The rules' version the tests renormalise to: newer than what the store writes.
+NEW = NORMALISER_VERSION + 1
+
 
 def _dropping_belgian(value: str | None) -> Email:
     address, fixes, extra = read_email(value)
@@ -117,11 +120,11 @@ async def test_a_changed_rule_renormalises_exactly_the_affected_rows_and_twice_i
     dropped = await pool.fetchval("SELECT count(*) FROM persons WHERE email_private LIKE '%voorbeeld.be'")
     assert dropped == 0  # the old rules dropped them
 
-    dry = await run(pool, FAST, version=2, dry_run=True)
+    dry = await run(pool, FAST, version=NEW, dry_run=True)
     assert dry["persons"].changed == len(expected)
-    assert await pool.fetchval("SELECT count(*) FROM persons WHERE normaliser_version = 2") == 0  # wrote nothing
+    assert await pool.fetchval(f"SELECT count(*) FROM persons WHERE normaliser_version = {NEW}") == 0  # wrote nothing
 
-    summary = await run(pool, FAST, version=2)
+    summary = await run(pool, FAST, version=NEW)
     changed = {
         (r[0], r[1])
         for r in await pool.fetch(
@@ -137,7 +140,7 @@ async def test_a_changed_rule_renormalises_exactly_the_affected_rows_and_twice_i
     assert summary["vehicles"].changed == summary["appointments"].changed == 0  # the rule touches no other table
     # Which rows are still on the old rules: one query, and none are.
     for kind in KINDS:
-        assert await pool.fetchval(f"SELECT count(*) FROM {kind.table} WHERE normaliser_version < 2") == 0
+        assert await pool.fetchval(f"SELECT count(*) FROM {kind.table} WHERE normaliser_version < {NEW}") == 0
 
     # Every row equals the new rules' output of its own (newest) snapshot.
     for dealer, pid in expected:
@@ -149,7 +152,7 @@ async def test_a_changed_rule_renormalises_exactly_the_affected_rows_and_twice_i
         assert row["email_business"] == normalise_person(source).email_business
 
     before = await dump(pool)
-    again = await run(pool, FAST, version=2)
+    again = await run(pool, FAST, version=NEW)
     assert all(t.read == 0 for t in again.values())
     assert await dump(pool) == before
 
@@ -182,9 +185,9 @@ async def test_never_overwrites_a_row_a_newer_event_wrote_after_it_was_read(
             if event["event_type"] == "appointment.upserted":
                 newer.append({**event, "event_id": str(uuid.uuid4()), "occurred_at": "2027-01-01T00:00:00+00:00"})
         await apply(pool, items(newer, OLD, start=len(raw)))
-        superseded = await write_chunk(conn, persons, rows, outcomes, 2)
+        superseded = await write_chunk(conn, persons, rows, outcomes, NEW)
     assert superseded == len(rows)
-    assert await pool.fetchval("SELECT count(*) FROM persons WHERE normaliser_version = 2") == 0
+    assert await pool.fetchval(f"SELECT count(*) FROM persons WHERE normaliser_version = {NEW}") == 0
     assert await pool.fetchval("SELECT count(*) FROM persons WHERE email_private LIKE '%voorbeeld.be'") == 0
 
 
@@ -197,18 +200,18 @@ async def test_concurrent_renormalise_and_worker_converge_to_the_newest_events(
 
     async def renormalise_repeatedly() -> None:
         for _ in range(6):
-            await run(pool, FAST, version=2, chunk=7)
+            await run(pool, FAST, version=NEW, chunk=7)
             await asyncio.sleep(0)
 
     # The worker keeps writing newer events (old rules, version 1) while renormalise rewrites.
     await asyncio.gather(apply(pool, items(later, OLD, start=200), size=9), renormalise_repeatedly())
-    await run(pool, FAST, version=2)  # whatever the worker wrote last with the old rules
+    await run(pool, FAST, version=NEW)  # whatever the worker wrote last with the old rules
 
     # The same events applied in one go with the current rules: what the tables must now hold.
     reference = await _reference(pg_admin_dsn, items(raw, FAST))
     assert await dump(pool, without=("normaliser_version",)) == reference
     for kind in KINDS:
-        assert await pool.fetchval(f"SELECT count(*) FROM {kind.table} WHERE normaliser_version < 2") == 0
+        assert await pool.fetchval(f"SELECT count(*) FROM {kind.table} WHERE normaliser_version < {NEW}") == 0
 
 
 async def _reference(admin_dsn: str, batch: Sequence[Item]) -> dict[str, list[tuple[Any, ...]]]:
@@ -287,7 +290,7 @@ async def test_erase_finds_a_person_by_an_address_only_the_snapshot_holds(
     assert row["source"] is None
     assert row["erased_at"] is not None
     # And renormalise cannot bring anything of the person back, nor the vehicles' links to them.
-    await run(pool, FAST, version=2)
+    await run(pool, FAST, version=NEW)
     assert (
         await pool.fetchval("SELECT first_name FROM persons WHERE dealer_id = $1 AND person_id = $2", dealer, pid)
         is None

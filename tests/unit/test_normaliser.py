@@ -66,6 +66,33 @@ def test_whitespace_is_trimmed_and_collapsed() -> None:
     assert clean("de Vries") == ("de Vries", ())
 
 
+# Invisible format characters that text copied from web pages, mail and chat carries (joiners aside).
+INVISIBLES = ["\u200b", "\u00ad", "\ufeff", "\u2060", "\u200e", "\u200f", "\u202a", "\u202c"]
+
+
+def test_invisible_characters_are_removed_before_any_rule_reads_the_value() -> None:
+    assert normalise_phone("06\u200b12345678").e164 == "+31612345678"  # was read as a Belgian landline
+    assert normalise_email("piet\u200b@example.nl") == ("piet@example.nl", (("invisible", "removed"),))
+    assert clean("Jo\u00adhan ") == ("Johan", (("invisible", "removed"), ("whitespace", "collapsed")))
+    assert normalise_plate("\u202a70-RP-JJ\u202c").plate == "70-RP-JJ"
+    assert clean("\u200b") == (None, (("placeholder", "nulled"),))
+
+
+def test_text_is_composed_and_joiners_are_kept() -> None:
+    assert clean("A\u0308nne") == ("\u00c4nne", ())  # typed on a Mac, the same name as typed elsewhere
+    assert clean("\U0001f468\u200d\U0001f527") == ("\U0001f468\u200d\U0001f527", ())
+
+
+@given(text=st.text(st.characters(blacklist_categories=["Cf", "Cs"]), max_size=20), data=st.data())
+def test_invisible_characters_anywhere_change_nothing_but_the_note(text: str, data: st.DataObject) -> None:
+    noisy = list(text)
+    for _ in range(data.draw(st.integers(1, 3))):
+        noisy.insert(data.draw(st.integers(0, len(noisy))), data.draw(st.sampled_from(INVISIBLES)))
+    value, fixes = clean("".join(noisy))
+    assert value == clean(text)[0]
+    assert fixes[:1] == (("invisible", "removed"),) or value is None
+
+
 def test_names_keep_their_case() -> None:
     person = _person(first_name=" JAN ", last_name="van  der BERG", company_name="ACME  b.v.")
     assert (person.first_name, person.last_name, person.company_name) == ("JAN", "van der BERG", "ACME b.v.")

@@ -6,6 +6,7 @@ attaches the field name. Fixes describe what happened, never the value (AVG/GDPR
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Final
 
 Fix = tuple[str, str]
@@ -55,14 +56,36 @@ def collapse(value: str) -> str:
     return " ".join(value.split())
 
 
+INVISIBLE: Final[Fix] = ("invisible", "removed")
+
+# Zero-width joiner and non-joiner: part of how some scripts and emoji sequences are written, not copy-paste debris.
+_JOINERS: Final = frozenset("\u200c\u200d")
+
+
+def _visible(text: str) -> str:
+    """Without invisible format characters (Unicode category Cf: zero-width space, soft hyphen, byte order mark,
+    direction marks and embeddings). ``clean`` then composes what is left (NFC).
+
+    They arrive with text copied from web pages, mail and chat, cannot be seen on any screen, and yet a zero-width
+    space splits a phone number in two (``06<ZWSP>12345678`` was read as a Belgian landline) or voids an e-mail
+    address. NFC makes a name typed on a Mac (``A`` + combining diaeresis) the same string as ``Ä`` typed elsewhere.
+    """
+    return "".join(c for c in text if c in _JOINERS or unicodedata.category(c) != "Cf")
+
+
 def clean(value: str | None) -> Result:
-    """Whitespace and placeholders: what every free-text field goes through first."""
+    """Invisible characters, whitespace and placeholders: what every free-text field goes through first."""
     if value is None:
         return None, NO_FIXES
-    text = " ".join(value.split())  # collapse(), inlined: this runs for every field of every event
+    visible, fixes = value, NO_FIXES
+    if not value.isascii():
+        kept = _visible(value)
+        fixes = (INVISIBLE,) if len(kept) < len(value) else NO_FIXES
+        visible = unicodedata.normalize("NFC", kept)
+    text = " ".join(visible.split())  # collapse(), inlined: this runs for every field of every event
     if text.lower() in PLACEHOLDERS:
         return None, (PLACEHOLDER,)
-    return text, (WHITESPACE,) if text != value else NO_FIXES
+    return text, (*fixes, WHITESPACE) if text != visible else fixes
 
 
 def clean_id(value: str | None) -> Result:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.normalise.emails import normalise_email, normalise_email_reference
+from worker.normalise.emails import normalise_email, normalise_email_reference, read_email, read_email_reference
 
 
 @pytest.mark.parametrize(
@@ -25,9 +25,7 @@ def test_valid_addresses_are_lowercased_and_idn_normalised(raw: str, expected: s
     assert normalise_email(raw)[0] == expected
 
 
-@pytest.mark.parametrize(
-    "raw", ["luc@dupont", "jan@@example.nl", "jan..de@example.nl", "jan@example.test", "a@b.c1", "jan @example.nl"]
-)
+@pytest.mark.parametrize("raw", ["luc@dupont", "jan@@example.nl", "jan..de@example.nl", "jan@example.test", "a@b.c1"])
 def test_invalid_addresses_become_null_with_a_note(raw: str) -> None:
     value, fixes = normalise_email(raw)
     assert value is None
@@ -73,3 +71,22 @@ def test_no_exception_on_any_string(raw: str) -> None:
 def test_idempotent(raw: str) -> None:
     once, _ = normalise_email(raw)
     assert normalise_email(once) == (once, ())
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("jan @ example.nl", ("jan@example.nl", (("email", "spaces_removed"),), None)),
+        ("jan@example .nl", ("jan@example.nl", (("email", "spaces_removed"),), None)),
+        ("JAN @EXAMPLE.NL", ("jan@example.nl", (("email", "spaces_removed"), ("email", "lowercased")), None)),
+        ("geen @ example.nl", (None, (("placeholder", "nulled"),), None)),
+        # More than the address: a name, or a word after it, is not part of it.
+        ("Jan Jansen @ example.nl", (None, (("email", "rejected"),), None)),
+        ("jan @ example.nl piet", (None, (("email", "rejected"),), None)),
+    ],
+)
+def test_spaces_next_to_the_at_sign_or_a_dot_are_removed_when_the_field_is_one_address(
+    value: str, expected: tuple[str | None, tuple[tuple[str, str], ...], str | None]
+) -> None:
+    assert read_email(value) == expected
+    assert read_email_reference(value) == expected

@@ -29,6 +29,7 @@ MAILTO_REMOVED: Final = ("email", "mailto_removed")
 TEXT_REMOVED: Final = ("email", "text_removed")
 TRAILING_DOT_REMOVED: Final = ("email", "trailing_dot_removed")
 SECOND_DROPPED: Final = ("second_address", "dropped")
+SPACES_REMOVED: Final = ("email", "spaces_removed")
 
 
 # ``(address, fixes, second)``: a field's (first) address and its notes, and a second valid address found next to
@@ -195,7 +196,7 @@ def _read_text(text: str, fixes: Fixes, address_rule: AddressRule) -> Email:
         if token.address is not None and all(token.address != t.address for _, t in found):
             found.append((raw, token))
     if not found:
-        return None, (*fixes, PLACEHOLDER if dummy else REJECTED), None
+        return _spaced(text, fixes, address_rule) or (None, (*fixes, PLACEHOLDER if dummy else REJECTED), None)
     rest = _MAILTO.sub("", text)
     notes = (*fixes, MAILTO_REMOVED) if len(rest) != len(text) else fixes
     for raw, _ in found[:2]:
@@ -206,6 +207,23 @@ def _read_text(text: str, fixes: Fixes, address_rule: AddressRule) -> Email:
     first = found[0][1]
     notes += tuple(fix for fix in first.fixes if fix not in notes)
     return first.address, notes, found[1][1].address if len(found) > 1 else None
+
+
+# Spaces typed next to "@" or a dot, as phone keyboards and hurried typists put them: "jan @ example.nl",
+# "jan@example .nl". Only where the field is nothing but that one address: "Jan Jansen @ example.nl" is no address.
+_SPACED_AT: Final = re.compile(r"\s*([@.])\s*")
+
+
+def _spaced(text: str, fixes: Fixes, address_rule: AddressRule) -> Email | None:
+    joined = _SPACED_AT.sub(r"\1", text)
+    if joined == text or joined.count("@") != 1 or any(c.isspace() for c in joined):
+        return None
+    token = _token(joined, address_rule)
+    if token.dummy:
+        return None, (*fixes, PLACEHOLDER), None
+    if token.address is None:
+        return None
+    return token.address, (*fixes, SPACES_REMOVED, *token.fixes), None
 
 
 def read_email(value: str | None) -> Email:

@@ -112,7 +112,7 @@ def corpus() -> list[Kind]:
     bad("utf16-encoded", "decode", full.decode().encode("utf-16"))
     bad("empty-value", "decode", b"")
     bad("null-value-tombstone-record", "decode", None)
-    bad("byte-order-mark", "decode", b"\xef\xbb\xbf" + full)
+    bad("byte-order-mark-twice", "decode", b"\xef\xbb\xbf\xef\xbb\xbf" + full)  # one is ignored (ok kinds below)
     bad("nan-literal", "decode", _raw_price(_fresh("nan-literal", n()), b"NaN"))
     bad("infinity-literal", "decode", _raw_price(_fresh("infinity-literal", n()), b"-Infinity"))
     bad("nul-byte", "decode", b"\x00")
@@ -177,7 +177,14 @@ def corpus() -> list[Kind]:
     bad("dms-number-too-big-for-index", "write", _with("dnt", n(), _set("appointment.dms_number", huge_key)))
 
     # valid: stored, and exactly as sent where the normaliser has nothing to clean
-    def ok(name: str, event: dict[str, Any], verbatim: list[tuple[str, str, Any]], *, key: bytes | None = None) -> None:
+    def ok(
+        name: str,
+        event: dict[str, Any],
+        verbatim: list[tuple[str, str, Any]],
+        *,
+        key: bytes | None = None,
+        raw: bytes | None = None,
+    ) -> None:
         appointment = {"dealer_id": event["dealer_id"], "dms_number": event["appointment"]["dms_number"]}
         checks = []
         for table, column, value in verbatim:
@@ -188,7 +195,13 @@ def corpus() -> list[Kind]:
                 where = {"dealer_id": event["dealer_id"], "person_id": event["appointment"]["persons"][0]["id"]}
             checks.append((table, where, column, value))
         kinds.append(
-            Kind(name, _enc(event), None, key=key if key is not None else samples.key_of(event), verbatim=checks)
+            Kind(
+                name,
+                _enc(event) if raw is None else raw,
+                None,
+                key=key if key is not None else samples.key_of(event),
+                verbatim=checks,
+            )
         )
 
     sql = _fresh("sql-looking-strings", n())
@@ -213,7 +226,13 @@ def corpus() -> list[Kind]:
     uni = _fresh("unicode", n())
     text = "Ré\u0301paratie 🚗👨‍🔧 שלום مرحبا 修理 \u200d\ufeff"
     uni["appointment"]["interventions"][0]["description"] = text
-    ok("unicode", uni, [("interventions", "description", text)])
+    # Stored as written but for the invisible byte order mark (the joiners stay; "é" + U+0301 has no composed form).
+    ok("unicode", uni, [("interventions", "description", "Ré\u0301paratie 🚗👨\u200d🔧 שלום مرحبا 修理 \u200d")])
+    bom = _fresh("byte-order-mark", n())
+    ok("byte-order-mark", bom, [("interventions", "title", "Grote beurt")], raw=b"\xef\xbb\xbf" + _enc(bom))
+    dutch = _fresh("dutch-price", n())
+    dutch["appointment"]["interventions"][0]["price"] = "€ 1.234,50"
+    ok("dutch-price", dutch, [("interventions", "price", decimal.Decimal("1234.50"))])
     big = _fresh("huge-string", n())
     big_text = "".join(rnd.choice("abcdefghij") for _ in range(500_000))
     big["appointment"]["interventions"][0]["description"] = big_text

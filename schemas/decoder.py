@@ -116,7 +116,11 @@ def _decimal(value: object) -> str | None:
 
 def _repair_dates(doc: Any) -> bool:
     vehicle = doc["appointment"]["vehicle"]
-    found = {name: day for name in _VEHICLE_DATES if (day := _calendar_date(vehicle.get(name))) is not None}
+    found = {
+        name: day
+        for name in _VEHICLE_DATES
+        if (day := _calendar_date(vehicle.get(name))) not in (None, vehicle.get(name))
+    }
     vehicle.update(found)
     return bool(found)
 
@@ -125,7 +129,7 @@ def _repair_prices(doc: Any) -> bool:
     changed = False
     for intervention in doc["appointment"]["interventions"]:
         number = _decimal(intervention.get("price"))
-        if number is not None:
+        if number not in (None, intervention.get("price")):
             intervention["price"] = number
             changed = True
     return changed
@@ -146,7 +150,8 @@ def _decode_repaired(value: bytes, message: str) -> Event:
     try:
         event: Event = _DECODER.decode(fixed)
     except msgspec.ValidationError as exc:
-        # Another repair may apply further on; each changes what it finds at once, so this ends.
+        # Another repair may apply further on. Each changes all it can at once and reports no change the second
+        # time, so this ends.
         return _decode_repaired(fixed, str(exc))
     return event
 

@@ -53,7 +53,7 @@ async def test_aborted_transactions_are_never_applied_and_markers_leave_no_lag(
     topic = await create_topic(f"carsys.txn.{uuid.uuid4().hex[:10]}", partitions=2)
     await create_topic(f"{topic}.dlq")
     stream = list(samples.stream(seed=41, events=180))
-    # The aborted events are the newest of their appointments: applied, they would win and show in the tables.
+    # Applied, an aborted event would be in applied_events, and in the tables wherever no later committed one wins.
     committed, aborted = stream[:60] + stream[120:], stream[60:120]
     # Last, an aborted transaction alone: the log ends with records no consumer is handed.
     aborted_last = list(samples.stream(seed=42, events=10))

@@ -56,9 +56,22 @@ def without_bom(value: bytes) -> bytes:
     return value[len(_UTF8_BOM) :] if value.startswith(_UTF8_BOM) else value
 
 
+# Confluent's serializers (JSON Schema among them) put a zero byte and a 4-byte schema id before the JSON: a
+# producer team used to Schema Registry sends it by habit. No JSON text begins with a zero byte, so it cannot be
+# mistaken; the id is ignored (this worker uses no registry, the contract is the schema).
+_CONFLUENT_HEADER_BYTES = 5
+
+
+def json_text(value: bytes) -> bytes:
+    """The JSON of a record value: without a Confluent wire-format header or a leading byte order mark."""
+    if value[:1] == b"\x00" and value[_CONFLUENT_HEADER_BYTES : _CONFLUENT_HEADER_BYTES + 1] == b"{":
+        return value[_CONFLUENT_HEADER_BYTES:]
+    return without_bom(value)
+
+
 def decode(value: bytes) -> Event:
     """Decode one record value. Raises NotJson (not UTF-8 JSON) or NotV1 (JSON, but not a v1 event)."""
-    value = without_bom(value)
+    value = json_text(value)
     _require_utf8(value)
     try:
         event: Event = _DECODER.decode(value)

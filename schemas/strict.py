@@ -16,7 +16,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from schemas.contract import Event
-from schemas.decoder import without_bom
+from schemas.decoder import json_text
 
 _EVENT: Final = mi.type_info(Event)
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -29,7 +29,7 @@ def unknown_fields(value: bytes) -> list[str]:
     value that is not JSON, has no known fields to compare with (the decoder rejects those anyway).
     """
     try:
-        return list(_unknown(msgspec.json.decode(without_bom(value)), _EVENT, "$"))
+        return list(_unknown(msgspec.json.decode(json_text(value)), _EVENT, "$"))
     except (msgspec.DecodeError, RecursionError):  # nested too deeply for msgspec or for this walk
         return []
 

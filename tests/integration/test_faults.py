@@ -31,6 +31,7 @@ from dev.db import fetch, fetchval
 from dev.kafka import committed_offsets, end_offsets, produce
 from dev.process import WorkerProcess
 from dev.waiting import eventually
+from schemas.decoder import json_text
 from tests import tables
 from tests.conftest import TopicFactory
 from tests.integration.faults.corpus import BIG, Record, Stream, corpus, scenario_stream
@@ -87,7 +88,9 @@ async def test_poison_corpus_each_kind_dead_lettered_or_stored_verbatim(run: Run
             args = [int(v) if c == "position" else v for c, v in where.items()]
             got = await fetchval(run.dsn, f"SELECT {column} FROM {table} WHERE {conditions}", *args)
             assert got == value, f"{kind.name}: {table}.{column} = {got!r:.200}, expected {value!r:.200}"
-    expected_ids = {tables.canonical(json.loads(k.value)["event_id"]) for k in kinds if k.stage is None and k.value}
+    expected_ids = {
+        tables.canonical(json.loads(json_text(k.value))["event_id"]) for k in kinds if k.stage is None and k.value
+    }
     stored_ids = {r["id"] for r in await fetch(run.dsn, "SELECT event_id::text AS id FROM applied_events")}
     assert expected_ids <= stored_ids
     await _the_model_sees_tampering(run.dsn, stream)

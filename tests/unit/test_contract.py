@@ -321,6 +321,16 @@ def test_a_date_and_a_price_repaired_in_one_event() -> None:
     assert event.appointment.interventions[-1].price == Decimal("12.50")
 
 
+def test_the_confluent_wire_format_header_is_skipped() -> None:
+    value = _encode(_rich())
+    for schema_id in (b"\x00\x00\x00\x01", b"\x00\x01\x86\xa0", b"\x00\x00\x00{"):
+        assert decode(b"\x00" + schema_id + value) == decode(value)
+    with pytest.raises(NotJson):
+        decode(b"\x00" + value)  # a zero byte alone is no header
+    with pytest.raises(NotJson):
+        decode(b"\x00\x00\x00\x00\x01[" + value + b"]")  # the contract's value is an object
+
+
 def test_not_an_object_is_a_contract_error() -> None:
     assert _contract_error([1, 2]) == "$: expected an object, got an array"
 

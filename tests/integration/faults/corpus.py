@@ -230,6 +230,8 @@ def corpus() -> list[Kind]:
     ok("unicode", uni, [("interventions", "description", "Ré\u0301paratie 🚗👨\u200d🔧 שלום مرحبا 修理 \u200d")])
     bom = _fresh("byte-order-mark", n())
     ok("byte-order-mark", bom, [("interventions", "title", "Grote beurt")], raw=b"\xef\xbb\xbf" + _enc(bom))
+    framed = _fresh("confluent-wire-format", n())  # magic byte 0 and schema id 100 before the JSON
+    ok("confluent-wire-format", framed, [("interventions", "title", "Grote beurt")], raw=b"\0\0\0\0d" + _enc(framed))
     dutch = _fresh("dutch-price", n())
     dutch["appointment"]["interventions"][0]["price"] = "€ 1.234,50"
     ok("dutch-price", dutch, [("interventions", "price", decimal.Decimal("1234.50"))])

@@ -176,6 +176,9 @@ def test_preferred_contact_falls_back_to_the_other_scope() -> None:
         ("1015 CS", "1015 CS", None),
         ("1015-cs", "1015 CS", "formatted"),
         ("NL-1015CS", "1015 CS", "formatted"),
+        ("1015 CS NL", "1015 CS", "formatted"),
+        ("1015 CS.", "1015 CS", "formatted"),
+        ("1234 NL", "1234 NL", None),  # the letters NL, not the country
         ("1234 SA", "1234 SA", "invalid_kept"),
         ("1234 sd", "1234 sd", "invalid_kept"),
         ("1234SS", "1234SS", "invalid_kept"),

@@ -11,7 +11,8 @@ from worker.normalise.text import NO_FIXES, Fixes, Result, clean
 # Pure rules on values that repeat across customers (cities, titles, house numbers, fuels): remembered.
 _CACHE_SIZE: Final = 4096
 
-_NL_POSTCODE: Final = re.compile(r"(?:NL[- ]?)?([1-9][0-9]{3}) ?-? ?([A-Z]{2})", re.IGNORECASE)
+# A country code before or after it (NL-1015 CS, 1015 CS NL) and a full stop typed after it are not part of it.
+_NL_POSTCODE: Final = re.compile(r"(?:NL[- ]?)?([1-9][0-9]{3}) ?-? ?([A-Z]{2})(?:,? ?NL)?\.?", re.IGNORECASE)
 _BE_POSTCODE: Final = re.compile(r"(?:BE?[- ]?)?([1-9][0-9]{3})", re.IGNORECASE)
 # PostNL never issues these letter pairs (they read as SA, SD and SS).
 _NL_RESERVED: Final = frozenset({"SA", "SD", "SS"})

@@ -285,6 +285,16 @@ def test_dutch_plates_by_sidecode(raw: str, expected: str) -> None:
     assert (plate.plate, plate.key) == (expected, expected.replace("-", ""))
 
 
+@pytest.mark.parametrize("raw", ["NL 12-ABC-3", "12-ABC-3 NL", "nl12abc3", "NL-12-ABC-3"])
+def test_a_dutch_plate_with_the_country_code_is_the_plate(raw: str) -> None:
+    plate = normalise_plate(raw)
+    assert (plate.plate, plate.key, plate.fixes) == ("12-ABC-3", "12ABC3", (("license_plate", "formatted"),))
+
+
+def test_a_country_code_with_no_dutch_plate_is_kept() -> None:
+    assert normalise_plate("NL 1-ABC-123").fixes == (("license_plate", "not_dutch_kept"),)  # a Belgian series
+
+
 def test_non_dutch_plate_kept_uppercased_with_a_note() -> None:
     plate = normalise_plate("m-ab 1234")
     assert (plate.plate, plate.key) == ("M-AB 1234", "MAB1234")

@@ -64,6 +64,16 @@ def belgian_plate(compact: str) -> str | None:
     return f"{compact[0]}-{compact[1:4]}-{compact[4:]}"
 
 
+def _with_country_code(compact: str) -> str | None:
+    """A Dutch plate written with the country code before or after it (NL 12-ABC-3, 12-ABC-3 NL; as on the
+    plate's blue band): Claire matches the plate, not the country. Eight characters are never a Dutch plate."""
+    if len(compact) != 8:
+        return None
+    if compact.startswith("NL"):
+        return dutch_plate(compact[2:])
+    return dutch_plate(compact[:-2]) if compact.endswith("NL") else None
+
+
 def _compatible(text: str) -> str:
     compatible = collapse(unicodedata.normalize("NFKC", text).upper().translate(DASHES))
     return compatible or text.upper()
@@ -78,7 +88,7 @@ def normalise_plate(value: str | None) -> Plate:
     # Full-width letters and digits (NFKC) and typographic dashes come from word processors, not from the plate.
     upper = text.upper() if text.isascii() else _compatible(text)
     compact = _SEPARATORS.sub("", upper)
-    dashed = dutch_plate(compact) or belgian_plate(compact)
+    dashed = dutch_plate(compact) or belgian_plate(compact) or _with_country_code(compact)
     if dashed is not None:
         plate_fixes = fixes if dashed == text else (*fixes, FORMATTED)
         return Plate(dashed, dashed.replace("-", ""), plate_fixes)

@@ -224,6 +224,14 @@ def test_house_number(raw: str, number: str, addition: str | None) -> None:
         ("'T ZANDT", "'t Zandt"),
         ("Den Helder", "Den Helder"),
         ("de Bilt", "de Bilt"),
+        ("LEEUWARDEN/LJOUWERT", "Leeuwarden/Ljouwert"),
+        ("ALPHEN A/D RIJN", "Alphen a/d Rijn"),
+        ("alphen a.d. rijn", "Alphen a.d. Rijn"),
+        ("BERGEN (NH)", "Bergen (NH)"),
+        ("bergen nh", "Bergen NH"),
+        ("HENGELO (GLD)", "Hengelo (Gld)"),
+        ("BEEK (L)", "Beek (L)"),
+        ("SINT-OEDENRODE", "Sint-Oedenrode"),
     ],
 )
 def test_city(raw: str, expected: str) -> None:

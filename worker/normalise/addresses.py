@@ -62,10 +62,17 @@ def normalise_house_number(value: str | None) -> tuple[str | None, str | None, F
 
 
 _LOWER_WORDS: Final = frozenset(
-    {"aan", "bij", "de", "den", "der", "en", "het", "in", "op", "onder", "over", "ter", "ten", "van", "a/d"}
+    {"aan", "bij", "de", "den", "der", "en", "het", "in", "op", "onder", "over", "ter", "ten", "van", "a/d", "a.d."}
 )
 _ARTICLES: Final = frozenset({"'s", "'t"})
-_TOKEN: Final = re.compile(r"[ -]|[^ -]+")
+# Words, and what separates them: space, hyphen, slash (Leeuwarden/Ljouwert), brackets; "a/d" is a word.
+_SEPARATORS: Final = frozenset(" -/()")
+_TOKEN: Final = re.compile(r"a/d|[ \-/()]|[^ \-/()]+")
+# The province that tells two places of one name apart, as PostNL writes it: Bergen (NH), Hengelo (Gld).
+_PROVINCES: Final = {
+    **{p.lower(): p for p in ("NH", "ZH", "NB", "FR", "GR", "DR", "FL", "OV", "UT", "LB", "ZL")},
+    **{p.lower(): p for p in ("L", "O", "U", "Z", "Gld")},
+}
 
 
 def _capitalise(word: str) -> str:
@@ -81,16 +88,24 @@ def _word(word: str, first: bool) -> str:
 
 
 def dutch_title_case(city: str) -> str:
-    """``'S-HERTOGENBOSCH`` -> ``'s-Hertogenbosch``, ``ALPHEN AAN DEN RIJN`` -> ``Alphen aan den Rijn``."""
+    """``'S-HERTOGENBOSCH`` -> ``'s-Hertogenbosch``, ``ALPHEN AAN DEN RIJN`` -> ``Alphen aan den Rijn``,
+    ``BERGEN (NH)`` -> ``Bergen (NH)``."""
     out: list[str] = []
     first = True
     for token in _TOKEN.findall(city.lower()):
-        if token in (" ", "-"):
+        if token in _SEPARATORS:
             out.append(token)
             continue
-        out.append(_word(token, first))
+        out.append(_province(token, out) or _word(token, first))
         first = first and token in _ARTICLES
     return "".join(out)
+
+
+def _province(token: str, before: list[str]) -> str | None:
+    # In brackets any province; after the name without them only the two- and three-letter ones (BERGEN NH).
+    if before and (before[-1] == "(" or (before[-1] == " " and len(token) > 1)):
+        return _PROVINCES.get(token)
+    return None
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)

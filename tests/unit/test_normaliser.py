@@ -226,6 +226,7 @@ def test_house_number(raw: str, number: str, addition: str | None) -> None:
         ("de Bilt", "de Bilt"),
         ("LEEUWARDEN/LJOUWERT", "Leeuwarden/Ljouwert"),
         ("ALPHEN A/D RIJN", "Alphen a/d Rijn"),
+        ("A/DAM", "A/Dam"),  # "a/d" only as a word of its own
         ("alphen a.d. rijn", "Alphen a.d. Rijn"),
         ("BERGEN (NH)", "Bergen (NH)"),
         ("bergen nh", "Bergen NH"),

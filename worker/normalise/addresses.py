@@ -65,9 +65,9 @@ _LOWER_WORDS: Final = frozenset(
     {"aan", "bij", "de", "den", "der", "en", "het", "in", "op", "onder", "over", "ter", "ten", "van", "a/d", "a.d."}
 )
 _ARTICLES: Final = frozenset({"'s", "'t"})
-# Words, and what separates them: space, hyphen, slash (Leeuwarden/Ljouwert), brackets; "a/d" is a word.
+# Words, and what separates them: space, hyphen, slash (Leeuwarden/Ljouwert), brackets; "a/d" alone is a word.
 _SEPARATORS: Final = frozenset(" -/()")
-_TOKEN: Final = re.compile(r"a/d|[ \-/()]|[^ \-/()]+")
+_TOKEN: Final = re.compile(r"a/d(?![^ \-/()])|[ \-/()]|[^ \-/()]+")
 # The province that tells two places of one name apart, as PostNL writes it: Bergen (NH), Hengelo (Gld).
 _PROVINCES: Final = {
     **{p.lower(): p for p in ("NH", "ZH", "NB", "FR", "GR", "DR", "FL", "OV", "UT", "LB", "ZL")},

@@ -9,16 +9,15 @@ exception is never chained.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import re
 from collections.abc import Callable
 from typing import Any, Final
-from zoneinfo import ZoneInfo
 
 import msgspec
 
 from schemas.contract import SCHEMA_VERSION, AppointmentUpserted, Event
+from schemas.repairs import repaired
 
 SCHEMA_ID: Final = "https://carsys-ingest.invalid/schemas/carsys-event.v1.schema.json"
 
@@ -83,98 +82,37 @@ def decode(value: bytes) -> Event:
     return event
 
 
-# Forms real producers send that the contract reads too, repaired only after the decoder refused a value (so a
-# producer sending the contract's own forms pays nothing; one sending these pays a second decode per event):
-#
-# - .NET had no date-only type before .NET 6: a DateTime serialises a date as 2019-03-01T00:00:00 (default(DateTime)
-#   as 0001-01-01T00:00:00). The vehicle's dates are read from a timestamp as its calendar date, in
-#   Europe/Amsterdam when it has an offset (2019-02-28T23:00:00Z is 1 March there).
-# - A price formatted for Dutch readers (a string built under the nl-NL culture): "49,95", "1.234,56", "€ 49,95".
-#   Only unambiguous forms: "1,234" (a thousand, or one and a bit?) stays a contract error.
-_VEHICLE_DATES: Final = ("first_registration_date", "apk_due_date")
-_AMSTERDAM: Final = ZoneInfo("Europe/Amsterdam")
-_MONEY: Final = re.compile(r"(?P<cur>€|EUR)?\s*(?P<n>-?[0-9][0-9.,]*)\s*(?P<cur2>€|EUR)?", re.IGNORECASE)
-_DECIMAL_COMMA: Final = re.compile(r"-?(?:[0-9]{1,3}(?:\.[0-9]{3})+|[0-9]+),[0-9]{1,2}")
-_THOUSANDS_COMMA: Final = re.compile(r"-?[0-9]{1,3}(?:,[0-9]{3})+\.[0-9]{1,2}")
-_PLAIN: Final = re.compile(r"-?[0-9]+(?:\.[0-9]{1,2})?")
-
-
-def _calendar_date(value: object) -> str | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = msgspec.convert(value, dt.datetime)
-    except msgspec.ValidationError:
-        return None
-    if moment.tzinfo is not None:
-        # At the calendar's ends (0001-01-01T00:00:00+01:00) there is no Amsterdam date: a placeholder, read as written.
-        with contextlib.suppress(OverflowError):
-            moment = moment.astimezone(_AMSTERDAM)
-    return moment.date().isoformat()
-
-
-def _decimal(value: object) -> str | None:
-    found = _MONEY.fullmatch(value.strip()) if isinstance(value, str) else None
-    if found is None:
-        return None
-    number = found["n"]
-    if _DECIMAL_COMMA.fullmatch(number):
-        return number.replace(".", "").replace(",", ".")
-    if _THOUSANDS_COMMA.fullmatch(number):
-        return number.replace(",", "")
-    if (found["cur"] or found["cur2"]) and _PLAIN.fullmatch(number):
-        return number
-    return None
-
-
-def _repair_dates(doc: Any) -> bool:
-    vehicle = doc["appointment"]["vehicle"]
-    found = {
-        name: day
-        for name in _VEHICLE_DATES
-        if (day := _calendar_date(vehicle.get(name))) not in (None, vehicle.get(name))
-    }
-    vehicle.update(found)
-    return bool(found)
-
-
-def _repair_prices(doc: Any) -> bool:
-    changed = False
-    for intervention in doc["appointment"]["interventions"]:
-        number = _decimal(intervention.get("price"))
-        if number not in (None, intervention.get("price")):
-            intervention["price"] = number
-            changed = True
-    return changed
-
-
-_REPAIRS: Final[tuple[tuple[re.Pattern[str], Callable[[Any], bool]], ...]] = (
-    (re.compile(r"^Invalid RFC3339 encoded date - at `\$\.appointment\.vehicle\.[a-z_]+`$"), _repair_dates),
-    (re.compile(r"^Invalid decimal string - at `\$\.appointment\.interventions\[\d+\]\.price`$"), _repair_prices),
-)
-
-
 def _decode_repaired(value: bytes, message: str) -> Event:
-    """``value``, which the decoder refused with ``message``, decoded after the repair that message calls for."""
-    repair = next((r for pattern, r in _REPAIRS if pattern.match(message)), None)
-    fixed = None if repair is None else _repaired(value, repair)
+    """``value``, which the decoder refused with ``message``, decoded after the repairs the refusals call for
+    (schemas/repairs.py); what no repair reads is refused with the last refusal's reason."""
+    return _repairing(value, message)[0]
+
+
+def _repairing(value: bytes, message: str, done: tuple[str, ...] = ()) -> tuple[Event, tuple[str, ...]]:
+    # Each repair rewrites every field of its kind at once and reports no change the second time, so this ends.
+    fixed = repaired(value, message)
     if fixed is None:
         raise _rejected(value, message) from None
+    done = (*done, contract_reason(message))
     try:
-        event: Event = _DECODER.decode(fixed)
+        return _DECODER.decode(fixed), done
     except msgspec.ValidationError as exc:
-        # Another repair may apply further on. Each changes all it can at once and reports no change the second
-        # time, so this ends.
-        return _decode_repaired(fixed, str(exc))
-    return event
+        return _repairing(fixed, str(exc), done)
 
 
-def _repaired(value: bytes, repair: Callable[[Any], bool]) -> bytes | None:
+def repairs_in(value: bytes) -> tuple[str, ...]:
+    """What the worker reads in ``value`` only after a repair (schemas/repairs.py), one contract error per kind of
+    repair, as the decoder would name it without the repairs: ``--strict`` reports them so that a producer learns
+    the contract's own forms. Empty for a value that decodes as it is, or not at all."""
+    value = json_text(value)
     try:
-        doc = msgspec.json.decode(value)
-        return msgspec.json.encode(doc) if repair(doc) else None
-    except (msgspec.DecodeError, KeyError, TypeError, AttributeError, RecursionError):  # not the shape repaired
-        return None
+        _DECODER.decode(value)
+    except msgspec.ValidationError as exc:
+        with contextlib.suppress(Rejected):
+            return _repairing(value, str(exc))[1]
+    except msgspec.DecodeError:
+        pass
+    return ()
 
 
 def _rejected(value: bytes, message: str) -> Rejected:

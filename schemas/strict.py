@@ -16,7 +16,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from schemas.contract import Event
-from schemas.decoder import json_text
+from schemas.decoder import json_text, repairs_in
 
 _EVENT: Final = mi.type_info(Event)
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -73,3 +73,14 @@ def _unknown_in_struct(doc: Any, struct: mi.StructType, path: str) -> Iterator[s
 
 def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if _NAME.fullmatch(name) else f"{path}[{json.dumps(name, ensure_ascii=False)}]"
+
+
+def findings(value: bytes) -> list[str]:
+    """One line per thing ``--strict`` refuses in ``value``: each unknown field, then each kind of repaired form."""
+    return [
+        *(
+            f"unknown field {path}: not in the v1 contract, the worker ignores it (a typo?)"
+            for path in unknown_fields(value)
+        ),
+        *(f"not the contract's form, read after a repair: {reason}" for reason in repairs_in(value)),
+    ]

@@ -109,7 +109,7 @@ BROKEN: list[tuple[str, Any]] = [
     ("dealer_id with a non-breaking space around", lambda d: d.update(dealer_id="\u00a0dealer")),
     ("dealer_id with a non-ASCII letter", lambda d: d.update(dealer_id="garage-m\u00fcller")),
     ("dealer_id starting with a dash", lambda d: d.update(dealer_id="-")),
-    ("waiting_customer as string", lambda d: d["appointment"].update(waiting_customer="ja")),
+    ("waiting_customer as string", lambda d: d["appointment"].update(waiting_customer="misschien")),
     ("vehicle as list", lambda d: d["appointment"].update(vehicle=[])),
     ("person without id", lambda d: d["appointment"]["persons"][0].pop("id")),
     ("intervention without title", lambda d: d["appointment"]["interventions"][0].pop("title")),
@@ -258,13 +258,13 @@ def test_the_vehicle_dates_are_read_from_timestamps_too(written: str, day: str) 
 
 def test_a_date_that_is_no_timestamp_either_is_still_a_contract_error_and_so_is_the_next_one() -> None:
     doc = _rich()
-    doc["appointment"]["vehicle"]["first_registration_date"] = "01-03-2019"
+    doc["appointment"]["vehicle"]["first_registration_date"] = "01/03/2019"  # month-first in en-US
     assert _contract_error(doc) == "$.appointment.vehicle.first_registration_date: expected an ISO date (YYYY-MM-DD)"
     doc["appointment"]["vehicle"]["first_registration_date"] = "2019-03-01T00:00:00"
-    doc["appointment"]["vehicle"]["apk_due_date"] = "31-12-2026"
+    doc["appointment"]["vehicle"]["apk_due_date"] = "31/12/2026"
     assert _contract_error(doc) == "$.appointment.vehicle.apk_due_date: expected an ISO date (YYYY-MM-DD)"
     doc["appointment"]["vehicle"]["apk_due_date"] = "2026-12-31T00:00:00"
-    doc["appointment"]["waiting_customer"] = "ja"
+    doc["appointment"]["waiting_customer"] = "misschien"
     assert _contract_error(doc) == "$.appointment.waiting_customer: expected a boolean, got a string"
 
 

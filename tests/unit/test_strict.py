@@ -128,7 +128,9 @@ def test_publish_strict_refuses_unknown_fields_and_names_them() -> None:
     doc["appointment"]["vehicle"]["kenteken"] = "70-RP-JJ"
     assert prepare("line 1", _encode(doc)).error is None
     refused = prepare("line 1", _encode(doc), strict=True)
-    assert refused.error == "unknown field(s), ignored by the worker: $.appointment.vehicle.kenteken"
+    assert refused.error == (
+        "unknown field $.appointment.vehicle.kenteken: not in the v1 contract, the worker ignores it (a typo?)"
+    )
     assert refused.key == b"autobedrijf-de-vries/2025-004711"
     assert prepare("line 1", _encode(RICH), strict=True).error is None
 
@@ -137,3 +139,24 @@ def test_unknown_fields_are_found_behind_a_byte_order_mark() -> None:
     doc = copy.deepcopy(RICH)
     doc["appointment"]["dms_nummer"] = "1"
     assert unknown_fields(b"\xef\xbb\xbf" + _encode(doc)) == ["$.appointment.dms_nummer"]
+
+
+def test_strict_names_the_values_read_only_after_a_repair_one_line_per_kind(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = copy.deepcopy(RICH)
+    doc["appointment"]["waiting_customer"] = "ja"
+    for person in doc["appointment"]["persons"]:
+        person["house_number"] = 12
+    code, out, err = _normalize(monkeypatch, capsys, _encode(doc) + b"\n", strict=True)
+    assert code == 1
+    assert len(out.splitlines()) == 1  # stored, and shown
+    assert err.splitlines() == [
+        "not the contract's form, read after a repair: "
+        "$.appointment.waiting_customer: expected a boolean, got a string",
+        "not the contract's form, read after a repair: "
+        "$.appointment.persons[0].house_number: expected a string or null, got an integer",
+    ]
+    assert _normalize(monkeypatch, capsys, _encode(doc) + b"\n", strict=False)[::2] == (0, "")
+    assert prepare("line 1", _encode(doc), strict=True).error is not None
+    assert prepare("line 1", _encode(RICH), strict=True).error is None

@@ -11,7 +11,7 @@ import sys
 import msgspec
 
 from schemas.decoder import schema_text
-from schemas.strict import unknown_fields
+from schemas.strict import findings
 from worker.errors import ContractError, DecodeError, NormaliseError
 from worker.normalise.normaliser import normalise, to_contract_shape
 from worker.normalise.records import decode_value
@@ -31,13 +31,9 @@ def normalize_command(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def unknown_field_warning(path: str) -> str:
-    return f"unknown field {path}: not in the v1 contract, the worker ignores it (a typo?)"
-
-
 def _preview(where: str, value: bytes, *, strict: bool) -> bool:
     """Print one event as Claire will store it, or why not; whether it passed (with ``strict``: and has no unknown
-    fields)."""
+    fields and no repaired forms)."""
     prefix = f"{where}: " if where else ""
     ok = True
     try:
@@ -48,10 +44,10 @@ def _preview(where: str, value: bytes, *, strict: bool) -> bool:
     else:
         sys.stdout.buffer.write(msgspec.json.encode(out) + b"\n")
     # After the error: a misspelt required field explains the "required field is missing" above it.
-    unknown = unknown_fields(value) if strict else []
-    for path in unknown:
-        print(f"{prefix}{unknown_field_warning(path)}", file=sys.stderr)
-    return ok and not unknown
+    found = findings(value) if strict else []
+    for line in found:
+        print(f"{prefix}{line}", file=sys.stderr)
+    return ok and not found
 
 
 def schema_command(args: argparse.Namespace) -> int:

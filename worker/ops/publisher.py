@@ -18,7 +18,7 @@ import msgspec
 from aiokafka import AIOKafkaProducer
 
 from schemas.contract import record_key
-from schemas.strict import unknown_fields
+from schemas.strict import findings
 from worker import config
 from worker.errors import PermanentError
 from worker.normalise.records import decode_value
@@ -50,16 +50,14 @@ def fallback_key(value: bytes) -> bytes | None:
 
 def prepare(where: str, value: bytes, *, strict: bool = False) -> Prepared:
     """One event ready to produce, or invalid with the decoder's reason; with ``strict``, fields the contract does
-    not define (which the worker ignores) make it invalid too."""
+    not define (which the worker ignores) and values it reads only after a repair make it invalid too."""
     try:
         event = decode_value(value)
     except PermanentError as exc:
         return Prepared(where, fallback_key(value), value, f"{type(exc).__name__}: {exc}")
-    unknown = unknown_fields(value) if strict else []
-    if unknown:
-        return Prepared(
-            where, record_key(event), value, f"unknown field(s), ignored by the worker: {', '.join(unknown)}"
-        )
+    found = findings(value) if strict else []
+    if found:
+        return Prepared(where, record_key(event), value, "; ".join(found))
     return Prepared(where, record_key(event), value)
 
 

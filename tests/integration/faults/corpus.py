@@ -129,8 +129,8 @@ def corpus() -> list[Kind]:
     bad("empty-object", "contract", b"{}")
     bad("missing-event-id", "contract", _with("missing-event-id", n(), _set("event_id", _DROP)))
     bad("missing-appointment", "contract", _with("missing-appointment", n(), _set("appointment", _DROP)))
-    bad("dealer-id-integer", "contract", _with("dealer-id-integer", n(), _set("dealer_id", 12345)))
-    bad("waiting-customer-string", "contract", _with("wc", n(), _set("appointment.waiting_customer", "ja")))
+    bad("dealer-id-boolean", "contract", _with("dealer-id-boolean", n(), _set("dealer_id", True)))
+    bad("waiting-customer-string", "contract", _with("wc", n(), _set("appointment.waiting_customer", "misschien")))
     bad("unknown-event-type", "contract", _with("uet", n(), _set("event_type", "appointment.exploded")))
     bad("future-schema-version", "contract", _with("fsv", n(), _set("schema_version", 2)))
     # A number beyond float range is refused by the JSON parser itself, before any field is looked at.
@@ -148,7 +148,7 @@ def corpus() -> list[Kind]:
     bad("occurred-at-without-offset", "contract", _with("oao", n(), _set("occurred_at", "2030-01-01T10:00:00")))
     bad("dealer-id-too-long", "contract", _with("dtl", n(), _set("dealer_id", "d" * 65)))
     bad("dealer-id-empty", "contract", _with("die", n(), _set("dealer_id", "")))
-    bad("bad-date", "contract", _with("bd", n(), _set("appointment.vehicle.first_registration_date", "31-12-2020")))
+    bad("bad-date", "contract", _with("bd", n(), _set("appointment.vehicle.first_registration_date", "12/31/2020")))
     bad("price-nan-string", "contract", _with("pns", n(), _set("appointment.interventions.0.price", "NaN")))
     bad("price-infinity-string", "contract", _with("pis", n(), _set("appointment.interventions.0.price", "Infinity")))
     bad("interventions-not-array", "contract", _with("ina", n(), _set("appointment.interventions", {"title": "x"})))
@@ -235,6 +235,20 @@ def corpus() -> list[Kind]:
     dutch = _fresh("dutch-price", n())
     dutch["appointment"]["interventions"][0]["price"] = "€ 1.234,50"
     ok("dutch-price", dutch, [("interventions", "price", decimal.Decimal("1234.50"))])
+    # How producers' serialisers write what the contract spells otherwise (schemas/repairs.py).
+    forms = _fresh("producer-forms", n())
+    forms["appointment"] |= {"wo_number": 4711, "waiting_customer": "J", "appointment_at": "3-1-2030 9:30"}
+    forms["appointment"]["vehicle"] |= {"first_registration_date": 20190301, "apk_due_date": ""}
+    forms["appointment"]["interventions"][0]["price"] = ""
+    ok("producer-forms", forms, [
+        ("appointments", "wo_number", "4711"),
+        ("appointments", "waiting_customer", True),
+        ("interventions", "price", None),
+    ])  # fmt: skip
+    nulls = _fresh("null-lists", n())
+    nulls["appointment"] |= {"interventions": None, "persons": None, "waiting_customer": None}
+    nulls["appointment"]["vehicle"] |= {"driver_id": None, "owner_id": None, "contractor_id": None}
+    ok("null-lists", nulls, [("appointments", "waiting_customer", False), ("appointments", "person_ids", [])])
     big = _fresh("huge-string", n())
     big_text = "".join(rnd.choice("abcdefghij") for _ in range(500_000))
     big["appointment"]["interventions"][0]["description"] = big_text

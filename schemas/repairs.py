@@ -1,0 +1,305 @@
+"""Forms real producers send that the contract reads too: a value the decoder refused, written the way it is meant.
+
+Pure. ``repaired(value, message)`` takes a record value msgspec refused with ``message`` and returns the value with
+every field of the refused kind rewritten (all persons' house numbers at once, not one per decode), or None when no
+repair applies. ``schemas.decoder.decode`` calls it only after a refusal, so a producer sending the contract's own
+forms pays nothing; one sending these pays a second decode per kind of repair.
+
+What is read, and why (docs/contract.md "What the worker also reads" is the producer's version):
+
+- A JSON integer where the contract wants text (ids, DMS and WO numbers, house numbers, postcodes, phone numbers)
+  is its decimal digits: serialisers write numeric database columns as numbers. Never a float or a boolean.
+- ``null`` for a list (``interventions``, ``persons``) is an empty list (.NET leaves an unset list null), and for
+  ``waiting_customer`` it is ``false``, the field's default. A null intervention title is an empty one.
+- ``waiting_customer`` as ``"true"``/``"false"``, ``"ja"``/``"nee"``, ``"J"``/``"N"``, ``"Y"``/``"N"``,
+  ``"yes"``/``"no"``, ``1``/``0`` or ``""``: the forms DMS exports use for a flag.
+- An empty (or blank) string for an optional date, timestamp or price is null: how forms say "no value".
+- Dates: a timestamp is its calendar date (.NET's ``DateTime`` writes ``2019-03-01T00:00:00``; with an offset, the
+  date in Europe/Amsterdam), a Dutch date (``1-3-2019``, ``01-03-2019``, ``01.03.2019``, with or without a time, as
+  ``DateTime.ToString()`` writes under nl-NL) and the RDW's ``20190301`` (also as a number). Never ``1/3/2019``:
+  with slashes, month-first (en-US) is as likely as day-first.
+- Timestamps: a Dutch one with a time (``1-3-2026 10:30``: local time, as the contract reads a timestamp without an
+  offset), and a Unix time (seconds, or milliseconds from 10^11 on, as Java's ``Date`` and JavaScript write it), which
+  is UTC. Unix time 0 is the Unix "no date": it is read as the placeholder ``0001-01-01``, which the normaliser
+  nulls (optional) or refuses (required), as it does .NET's.
+- A price written for Dutch readers: ``"49,95"``, ``"1.234,56"``, ``"€ 49,95"``, ``"1,234.50"``. ``"1,234"`` (a
+  thousand, or one and a bit?) stays a contract error.
+- An event id in braces (``{...}``, .NET's ``Guid.ToString("B")``) or as a URN (``urn:uuid:...``).
+
+Numbers keep every digit through a repair (decoded as Decimal, written back as numbers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import decimal
+import re
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+import msgspec
+import msgspec.inspect as mi
+
+from schemas.contract import Event
+
+_AMSTERDAM: Final = ZoneInfo("Europe/Amsterdam")
+_DOC_DECODER: Final = msgspec.json.Decoder(float_hook=decimal.Decimal)
+_DOC_ENCODER: Final = msgspec.json.Encoder(decimal_format="number")
+
+
+class _Keep:
+    """A fix's answer when the value is not one it reads: left as it is."""
+
+
+KEEP: Final = _Keep()
+Fix = Callable[[Any], Any]
+
+
+def _blank(value: Any) -> bool:
+    return isinstance(value, str) and not value.strip()
+
+
+# --- dates and timestamps ----------------------------------------------------------------------------------------
+
+# Day first, '-' or '.' between, optionally a time: what a Dutch (or German, Belgian) DateTime.ToString() writes.
+_DUTCH: Final = re.compile(
+    r"(?P<d>[0-9]{1,2})(?P<sep>[-.])(?P<m>[0-9]{1,2})(?P=sep)(?P<y>[0-9]{4})"
+    r"(?:[ T]+(?P<H>[0-9]{1,2}):(?P<M>[0-9]{2})(?::(?P<S>[0-9]{2}))?)?"
+)
+_COMPACT: Final = re.compile(r"(?P<y>[0-9]{4})(?P<m>[0-9]{2})(?P<d>[0-9]{2})")
+# From here on a Unix time is in milliseconds: 10^11 seconds is the year 5138, 10^11 ms is March 1973.
+_MILLIS_FROM: Final = 10**11
+_PLACEHOLDER: Final = "0001-01-01T00:00:00Z"
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _day(found: re.Match[str]) -> dt.date | None:
+    try:
+        return dt.date(int(found["y"]), int(found["m"]), int(found["d"]))
+    except ValueError:  # 31-02-2019
+        return None
+
+
+def _calendar_date(text: str) -> str | None:
+    """The date of an RFC 3339 timestamp, in Europe/Amsterdam when it has an offset."""
+    try:
+        moment = msgspec.convert(text, dt.datetime)
+    except msgspec.ValidationError:
+        return None
+    if moment.tzinfo is not None:
+        # At the calendar's ends (0001-01-01T00:00:00+01:00) there is no Amsterdam date: a placeholder, read as written.
+        with contextlib.suppress(OverflowError):
+            moment = moment.astimezone(_AMSTERDAM)
+    return moment.date().isoformat()
+
+
+def as_date(value: Any) -> Any:
+    if value is None or _blank(value):
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        return KEEP
+    text = value.strip()
+    found = _DUTCH.fullmatch(text) or _COMPACT.fullmatch(text)
+    if found is not None:
+        day = _day(found)
+        return KEEP if day is None else day.isoformat()
+    return _calendar_date(text) or KEEP
+
+
+def _dutch_timestamp(text: str) -> str | None:
+    found = _DUTCH.fullmatch(text.strip())
+    if found is None or found["H"] is None:
+        return None  # a date alone says nothing about the time of an appointment
+    day = _day(found)
+    hour, minute, second = int(found["H"]), int(found["M"]), int(found["S"] or 0)
+    if day is None or hour > 23 or minute > 59 or second > 59:
+        return None
+    return f"{day.isoformat()}T{hour:02d}:{minute:02d}:{second:02d}"
+
+
+def _unix_time(number: int | decimal.Decimal) -> str | None:
+    if number == 0:
+        return _PLACEHOLDER
+    seconds = decimal.Decimal(number)
+    if abs(seconds) >= _MILLIS_FROM:
+        seconds /= 1000
+    try:
+        whole = int(seconds)
+        micros = int((seconds - whole) * 1_000_000)
+        moment = _EPOCH + dt.timedelta(seconds=whole, microseconds=micros)
+    except (OverflowError, ValueError, decimal.InvalidOperation):  # NaN, infinity, or past the year 9999
+        return None
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def as_timestamp(value: Any) -> Any:
+    if _blank(value):
+        return None
+    if isinstance(value, int | decimal.Decimal) and not isinstance(value, bool):
+        return _unix_time(value) or KEEP
+    if isinstance(value, str):
+        return _dutch_timestamp(value) or KEEP
+    return KEEP
+
+
+# --- prices ------------------------------------------------------------------------------------------------------
+
+_MONEY: Final = re.compile(r"(?P<cur>€|EUR)?\s*(?P<n>-?[0-9][0-9.,]*)\s*(?P<cur2>€|EUR)?", re.IGNORECASE)
+_DECIMAL_COMMA: Final = re.compile(r"-?(?:[0-9]{1,3}(?:\.[0-9]{3})+|[0-9]+),[0-9]{1,2}")
+_THOUSANDS_COMMA: Final = re.compile(r"-?[0-9]{1,3}(?:,[0-9]{3})+\.[0-9]{1,2}")
+_PLAIN: Final = re.compile(r"-?[0-9]+(?:\.[0-9]{1,2})?")
+
+
+def as_price(value: Any) -> Any:
+    if _blank(value):
+        return None
+    found = _MONEY.fullmatch(value.strip()) if isinstance(value, str) else None
+    if found is None:
+        return KEEP
+    number = found["n"]
+    if _DECIMAL_COMMA.fullmatch(number):
+        return number.replace(".", "").replace(",", ".")
+    if _THOUSANDS_COMMA.fullmatch(number):
+        return number.replace(",", "")
+    if (found["cur"] or found["cur2"]) and _PLAIN.fullmatch(number):
+        return number
+    return KEEP
+
+
+# --- flags, lists, text, ids -------------------------------------------------------------------------------------
+
+_TRUE: Final = frozenset({"true", "1", "j", "ja", "y", "yes", "waar"})
+_FALSE: Final = frozenset({"false", "0", "n", "nee", "no", "onwaar", ""})
+
+
+def as_bool(value: Any) -> Any:
+    if value is None:
+        return False
+    if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        return True if word in _TRUE else False if word in _FALSE else KEEP
+    return KEEP
+
+
+def as_list(value: Any) -> Any:
+    return [] if value is None else KEEP
+
+
+def as_text(value: Any) -> Any:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else KEEP
+
+
+def as_title(value: Any) -> Any:
+    return "" if value is None else KEEP
+
+
+_UUID_WRAPPED: Final = re.compile(r"\s*(?:\{(?P<braced>[^{}]*)\}|urn:uuid:(?P<urn>\S*))\s*", re.IGNORECASE)
+
+
+def as_uuid(value: Any) -> Any:
+    found = _UUID_WRAPPED.fullmatch(value) if isinstance(value, str) else None
+    return KEEP if found is None else (found["braced"] or found["urn"] or "")
+
+
+# --- where each fix applies --------------------------------------------------------------------------------------
+
+
+def _text_fields(kind: mi.Type, shape: str) -> Iterator[str]:
+    """The paths (list indices as ``[]``) of the contract's text fields."""
+    if isinstance(kind, mi.Metadata):
+        yield from _text_fields(kind.type, shape)
+    elif isinstance(kind, mi.StrType):
+        yield shape
+    elif isinstance(kind, mi.UnionType):
+        for option in kind.types:
+            yield from _text_fields(option, shape)
+    elif isinstance(kind, mi.VarTupleType | mi.ListType):
+        yield from _text_fields(kind.item_type, f"{shape}[]")
+    elif isinstance(kind, mi.StructType):
+        for field in kind.fields:
+            yield from _text_fields(field.type, f"{shape}.{field.encode_name}")
+
+
+_TEXT: Final = "|".join(sorted({re.escape(shape) for shape in _text_fields(mi.type_info(Event), "$")}))
+_TIMESTAMPS: Final = r"\$\.occurred_at|\$\.appointment\.(?:created_at|appointment_at)"
+# (msgspec's reason, the paths of the fields it applies to, list indices as [], the fix). A refusal at one field
+# rewrites every field of that kind: a producer that writes house numbers as numbers does so for every person.
+FIXES: Final[tuple[tuple[re.Pattern[str], re.Pattern[str], Fix], ...]] = tuple(
+    (re.compile(reason), re.compile(path), fix)
+    for reason, path, fix in (
+        (
+            r"Invalid RFC3339 encoded date|Expected `date(?: \| null)?`, got `int`",
+            r"\$\.appointment\.vehicle\.(?:first_registration_date|apk_due_date)",
+            as_date,
+        ),
+        (
+            r"Invalid RFC3339 encoded datetime|Expected `datetime(?: \| null)?`, got `(?:int|float)`",
+            _TIMESTAMPS,
+            as_timestamp,
+        ),
+        (r"Invalid decimal string", r"\$\.appointment\.interventions\[\]\.price", as_price),
+        (r"Expected `bool`, got `(?:null|str|int)`", r"\$\.appointment\.waiting_customer", as_bool),
+        (r"Expected `array`, got `null`", r"\$\.appointment\.(?:interventions|persons)", as_list),
+        (r"Expected `str(?: \| null)?`, got `int`", _TEXT, as_text),
+        (r"Expected `str`, got `null`", r"\$\.appointment\.interventions\[\]\.title", as_title),
+        (r"Expected `str` matching regex", r"\$\.event_id", as_uuid),
+    )
+)
+
+_AT: Final = re.compile(r"^(?P<reason>.*?) - at `(?P<path>[^`]*)`$", re.DOTALL)
+_INDEX: Final = re.compile(r"\[[0-9]+\]")
+
+
+def _fix_for(message: str) -> tuple[Fix, re.Pattern[str]] | None:
+    found = _AT.match(message)
+    if found is None:
+        return None
+    shape = _INDEX.sub("[]", found["path"])
+    for reason, paths, fix in FIXES:
+        if reason.match(found["reason"]) and paths.fullmatch(shape):
+            return fix, paths
+    return None
+
+
+def _nodes(node: Any, shape: str = "$") -> Iterator[tuple[Any, Any, str]]:
+    """(container, key, path with list indices as []) of every value inside ``node``."""
+    items: Iterable[tuple[Any, Any]] = ()
+    if isinstance(node, dict):
+        items = ((k, f"{shape}.{k}") for k in node)
+    elif isinstance(node, list):
+        items = ((i, f"{shape}[]") for i in range(len(node)))
+    for key, inner in items:
+        yield node, key, inner
+        yield from _nodes(node[key], inner)
+
+
+def _apply(doc: Any, fix: Fix, paths: re.Pattern[str]) -> bool:
+    changed = False
+    for container, key, shape in list(_nodes(doc)):
+        if not paths.fullmatch(shape):
+            continue
+        old, new = container[key], fix(container[key])
+        # By type too: True == 1, and 1 -> True is a change.
+        if new is not KEEP and (type(new), new) != (type(old), old):
+            container[key] = new
+            changed = True
+    return changed
+
+
+def repaired(value: bytes, message: str) -> bytes | None:
+    """``value`` with the fields of the kind msgspec refused (``message``) rewritten, or None when no repair applies
+    or nothing changed (so that a caller repairing until the decoder accepts always ends)."""
+    wanted = _fix_for(message)
+    if wanted is None:
+        return None
+    try:
+        doc = _DOC_DECODER.decode(value)
+        return _DOC_ENCODER.encode(doc) if _apply(doc, *wanted) else None
+    except (msgspec.DecodeError, RecursionError):  # not JSON throughout, or too deep to walk: refused as it is
+        return None

@@ -58,7 +58,10 @@ def _input_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", nargs="?", default="-", help="a JSON document or NDJSON file; - (default) reads stdin")
 
 
-_STRICT_HELP = "also fail on fields the v1 contract does not define (the worker ignores them: typos go unseen)"
+_STRICT_HELP = (
+    "also fail on fields the v1 contract does not define (the worker ignores them: typos go unseen) and on values"
+    " the worker reads only after a repair (a number for text, a Dutch date, ...)"
+)
 
 
 def positive_int(text: str) -> int:

@@ -321,6 +321,18 @@ def test_a_date_and_a_price_repaired_in_one_event() -> None:
     assert event.appointment.interventions[-1].price == Decimal("12.50")
 
 
+def test_an_event_sent_as_a_json_string_of_its_json_is_read_once_unwrapped() -> None:
+    value = _encode(_rich())
+    assert decode(json.dumps(value.decode()).encode()) == decode(value)
+    assert decode(b"\xef\xbb\xbf" + json.dumps(" " + value.decode()).encode()) == decode(value)
+    for other in (json.dumps(json.dumps(value.decode())), '"appointment.upserted"', '"[1]"'):
+        with pytest.raises(NotV1, match=r"^\$: expected an object, got a string$"):
+            decode(other.encode())
+    for broken in (b'"{' + value[1:], b'"\\ud800{"'):  # an unterminated string; a lone surrogate
+        with pytest.raises(NotJson):
+            decode(broken)
+
+
 def test_the_confluent_wire_format_header_is_skipped() -> None:
     value = _encode(_rich())
     for schema_id in (b"\x00\x00\x00\x01", b"\x00\x01\x86\xa0", b"\x00\x00\x00{"):

@@ -232,6 +232,13 @@ def corpus() -> list[Kind]:
     ok("byte-order-mark", bom, [("interventions", "title", "Grote beurt")], raw=b"\xef\xbb\xbf" + _enc(bom))
     framed = _fresh("confluent-wire-format", n())  # magic byte 0 and schema id 100 before the JSON
     ok("confluent-wire-format", framed, [("interventions", "title", "Grote beurt")], raw=b"\0\0\0\0d" + _enc(framed))
+    quoted = _fresh("json-string-of-the-event", n())  # Spring's JsonSerializer handed a String of JSON
+    ok(
+        "json-string-of-the-event",
+        quoted,
+        [("interventions", "title", "Grote beurt")],
+        raw=json.dumps(_enc(quoted).decode()).encode(),
+    )
     dutch = _fresh("dutch-price", n())
     dutch["appointment"]["interventions"][0]["price"] = "€ 1.234,50"
     ok("dutch-price", dutch, [("interventions", "price", decimal.Decimal("1234.50"))])

@@ -76,6 +76,26 @@ def test_idempotent(raw: str) -> None:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
+        # A comma or semicolon typed for the dot: the rest is somebody else's address, so nothing is read.
+        ("jan,jansen@example.nl", (None, (("email", "rejected"),), None)),
+        ("Jan;Jansen@Example.nl", (None, (("email", "rejected"),), None)),
+        ("jan,jansen@example.nl piet@example.nl", ("piet@example.nl", (("email", "text_removed"),), None)),
+        # A list, a label, a name with a space: read as before.
+        ("jan@example.nl,piet@example.nl", ("jan@example.nl", (), "piet@example.nl")),
+        ("e-mail:jan@example.nl", ("jan@example.nl", (("email", "text_removed"),), None)),
+        ("Jansen, jan@example.nl", ("jan@example.nl", (("email", "text_removed"),), None)),
+    ],
+)
+def test_a_word_glued_to_an_address_by_a_separator_is_no_address(
+    value: str, expected: tuple[str | None, tuple[tuple[str, str], ...], str | None]
+) -> None:
+    assert read_email(value) == expected
+    assert read_email_reference(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
         ("jan @ example.nl", ("jan@example.nl", (("email", "spaces_removed"),), None)),
         ("jan@example .nl", ("jan@example.nl", (("email", "spaces_removed"),), None)),
         ("JAN @EXAMPLE.NL", ("jan@example.nl", (("email", "spaces_removed"), ("email", "lowercased")), None)),

@@ -294,8 +294,14 @@ def test_dutch_plates_by_sidecode(raw: str, expected: str) -> None:
     assert (plate.plate, plate.key) == (expected, expected.replace("-", ""))
 
 
-@pytest.mark.parametrize("raw", ["NL 12-ABC-3", "12-ABC-3 NL", "nl12abc3", "NL-12-ABC-3"])
+@pytest.mark.parametrize("raw", ["NL 12-ABC-3", "12-ABC-3 NL", "nl12abc3", "NL-12-ABC-3", "12-ABC-3 (NL)"])
 def test_a_dutch_plate_with_the_country_code_is_the_plate(raw: str) -> None:
+    plate = normalise_plate(raw)
+    assert (plate.plate, plate.key, plate.fixes) == ("12-ABC-3", "12ABC3", (("license_plate", "formatted"),))
+
+
+@pytest.mark.parametrize("raw", ["12_ABC_3", "(12-ABC-3)", "12/ABC/3"])
+def test_underscores_slashes_and_brackets_of_dms_fields_are_separators(raw: str) -> None:
     plate = normalise_plate(raw)
     assert (plate.plate, plate.key, plate.fixes) == ("12-ABC-3", "12ABC3", (("license_plate", "formatted"),))
 

@@ -164,6 +164,9 @@ def read_email_with(value: str | None, address_rule: AddressRule) -> Email:
 # but no customer has one).
 _TOKEN: Final = re.compile(r"[^\s<>()\[\]{}\",;:/|]+@[^\s<>()\[\]{}\",;:/|]+")
 _MAILTO: Final = re.compile(r"mailto:", re.IGNORECASE)
+# A word glued to an address by a separator ("jan,jansen@x.nl", "jan;jansen@x.nl": a comma typed for the dot next
+# to it): no address, not a list, so none of it is read. "e-mail:jan@x.nl" (a label) and "a@x.nl,b@y.nl" are.
+_GLUED: Final = re.compile(r"(?:^|\s)[a-z0-9._%+\-]+[,;/|]$", re.IGNORECASE)
 # What may separate two addresses without being text worth a note (brackets, quotes and names are).
 _SEPARATORS: Final = re.compile(r"(?:[\s,;/|&]|\b(?:of|en|or|and)\b)+", re.IGNORECASE)
 
@@ -190,7 +193,10 @@ def _read_text(text: str, fixes: Fixes, address_rule: AddressRule) -> Email:
     """The first valid address in a field that is more than one address; the second one comes back as well."""
     found: list[tuple[str, _Token]] = []
     dummy = False
-    for raw in _TOKEN.findall(text):
+    for match in _TOKEN.finditer(text):
+        if _GLUED.search(text, 0, match.start()):
+            continue  # "jan,jansen@x.nl": the local part is cut, and "jansen@x.nl" would be somebody else
+        raw = match[0]
         token = _token(raw, address_rule)
         dummy = dummy or token.dummy
         if token.address is not None and all(token.address != t.address for _, t in found):

@@ -26,7 +26,9 @@ _SIDECODES: Final = {
     "DLLDDD": (1, 2, 3),  # 13 9-XX-999
     "DDDLLD": (3, 2, 1),  # 14 999-XX-9
 }
-_SEPARATORS: Final = re.compile(r"[\s\-.]")
+# Spaces, dashes and dots as plates are written; underscores, slashes and brackets as DMS fields end up with them
+# ("12_ABC_3", "12-ABC-3 (NL)").
+_SEPARATORS: Final = re.compile(r"[\s\-._/()]")
 _ASCII_ALNUM: Final = re.compile(r"[A-Z0-9]{6}")
 # Belgium since 2010: a digit, three letters, three digits; no Dutch sidecode has seven characters.
 _BELGIAN: Final = re.compile(r"[1-9][A-Z]{3}[0-9]{3}")

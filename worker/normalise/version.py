@@ -11,4 +11,4 @@ from __future__ import annotations
 
 from typing import Final
 
-NORMALISER_VERSION: Final = 2
+NORMALISER_VERSION: Final = 3

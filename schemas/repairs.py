@@ -19,7 +19,8 @@ What is read, and why (docs/contract.md "What the worker also reads" is the prod
   ``DateTime.ToString()`` writes under nl-NL) and the RDW's ``20190301`` (also as a number). Never ``1/3/2019``:
   with slashes, month-first (en-US) is as likely as day-first.
 - Timestamps: a Dutch one with a time (``1-3-2026 10:30``: local time, as the contract reads a timestamp without an
-  offset), and a Unix time (seconds, or milliseconds from 10^11 on, as Java's ``Date`` and JavaScript write it), which
+  offset), nearly RFC 3339 (no seconds, a space before the offset, ``+01`` or ``+0100``), .NET's older JSON date
+  (``/Date(1741940400000+0100)/``), an HTTP date (``Fri, 14 Mar 2025 08:26:53 GMT``), and a Unix time (seconds, or milliseconds from 10^11 on, as Java's ``Date`` and JavaScript write it), which
   is UTC. Unix time 0 is the Unix "no date": it is read as the placeholder ``0001-01-01``, which the normaliser
   nulls (optional) or refuses (required), as it does .NET's.
 - A price written for Dutch readers: ``"49,95"``, ``"1.234,56"``, ``"€ 49,95"``, ``"1,234.50"``. ``"1,234"`` (a
@@ -34,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import decimal
+import email.utils
 import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
@@ -107,7 +109,8 @@ def as_date(value: Any) -> Any:
     if found is not None:
         day = _day(found)
         return KEEP if day is None else day.isoformat()
-    return _calendar_date(text) or KEEP
+    stamp = _timestamp_text(text)  # /Date(1551398400000)/, 2019-03-01 00:00 +01:00, ...
+    return _calendar_date(text) or (stamp and _calendar_date(stamp)) or KEEP
 
 
 def _dutch_timestamp(text: str) -> str | None:
@@ -122,18 +125,56 @@ def _dutch_timestamp(text: str) -> str | None:
 
 
 def _unix_time(number: int | decimal.Decimal) -> str | None:
-    if number == 0:
-        return _PLACEHOLDER
     seconds = decimal.Decimal(number)
-    if abs(seconds) >= _MILLIS_FROM:
-        seconds /= 1000
+    return _instant(seconds / 1000 if abs(seconds) >= _MILLIS_FROM else seconds)
+
+
+def _instant(seconds: decimal.Decimal) -> str | None:
+    """RFC 3339 in UTC of a Unix time; 0, Unix's "no date", as the placeholder."""
+    if seconds == 0:
+        return _PLACEHOLDER
     try:
         whole = int(seconds)
         micros = int((seconds - whole) * 1_000_000)
         moment = _EPOCH + dt.timedelta(seconds=whole, microseconds=micros)
-    except (OverflowError, ValueError, decimal.InvalidOperation):  # NaN, infinity, or past the year 9999
+    except (OverflowError, ValueError, decimal.InvalidOperation):  # past the year 9999
         return None
     return moment.isoformat().replace("+00:00", "Z")
+
+
+# .NET's older JSON date (DataContractJsonSerializer, ASP.NET): milliseconds since 1970 in UTC; the offset after them
+# only says which zone the value was shown in.
+_MS_JSON_DATE: Final = re.compile(r"\\?/Date\((?P<ms>-?[0-9]+)(?:[+-][0-9]{4})?\)\\?/")
+# RFC 3339 nearly: seconds left out (an HTML datetime-local input, JavaScript), a space before the offset, or an
+# offset of hours only (+01) or without its colon.
+_NEARLY_RFC3339: Final = re.compile(
+    r"(?P<dt>[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2})(?P<s>:[0-9]{2}(?:\.[0-9]+)?)?"
+    r"\s*(?:(?P<z>[Zz])|(?P<sign>[+-])(?P<oh>[0-9]{2}):?(?P<om>[0-9]{2})?)?"
+)
+
+
+def _nearly_rfc3339(text: str) -> str | None:
+    found = _NEARLY_RFC3339.fullmatch(text)
+    if found is None:
+        return None
+    offset = "Z" if found["z"] else f"{found['sign']}{found['oh']}:{found['om'] or '00'}" if found["sign"] else ""
+    return f"{found['dt']}{found['s'] or ':00'}{offset}"
+
+
+def _http_date(text: str) -> str | None:
+    """RFC 1123 / 2822 (``Fri, 14 Mar 2025 09:20:00 GMT``: HTTP headers, JavaScript's toUTCString())."""
+    try:
+        moment = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return moment.isoformat() if moment.tzinfo is not None else None
+
+
+def _timestamp_text(text: str) -> str | None:
+    ms = _MS_JSON_DATE.fullmatch(text)
+    if ms is not None:
+        return _instant(decimal.Decimal(ms["ms"]) / 1000)
+    return _dutch_timestamp(text) or _nearly_rfc3339(text) or (_http_date(text) if "," in text else None)
 
 
 def as_timestamp(value: Any) -> Any:
@@ -142,7 +183,7 @@ def as_timestamp(value: Any) -> Any:
     if isinstance(value, int | decimal.Decimal) and not isinstance(value, bool):
         return _unix_time(value) or KEEP
     if isinstance(value, str):
-        return _dutch_timestamp(value) or KEEP
+        return _timestamp_text(value.strip()) or KEEP
     return KEEP
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from confluent_kafka import Producer
 
 from dev import samples
 from dev.db import fetch, fetchval
@@ -25,6 +26,7 @@ from dev.waiting import eventually
 from tests import expected
 from tests.conftest import TopicFactory
 from worker import cli
+from worker.ops.trace import librdkafka_partition_of, partition_of
 from worker.runtime import migrations
 
 pytestmark = pytest.mark.timeout(300)
@@ -263,3 +265,43 @@ async def test_arguments_are_checked(world: World, capsys: pytest.CaptureFixture
         code, _, err = await run(world.env, "trace", *args, capsys=capsys)
         assert code == 2, args
         assert "carsys-ingest trace:" in err
+
+
+def _keys_apart(dealer: str, partitions: int) -> str:
+    """A key that Java's and librdkafka's default partitioners put on different partitions."""
+    keys = (f"{dealer}/NEVER-{i}" for i in range(1000))
+    return next(
+        k for k in keys if partition_of(k.encode(), partitions) != librdkafka_partition_of(k.encode(), partitions)
+    )
+
+
+async def test_librdkafkas_default_partitioner_is_crc32_of_the_key(
+    kafka_bootstrap: str, create_topic: TopicFactory
+) -> None:
+    topic = await create_topic(f"carsys.partitioner.{uuid.uuid4().hex[:10]}", partitions=6)
+    keys = [f"dealer-{i % 7}/2026-{i:05d}".encode() for i in range(120)]
+    landed: dict[bytes, int] = {}
+
+    def delivered(err: Any, msg: Any) -> None:
+        assert err is None
+        landed[msg.key()] = msg.partition()
+
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})  # the default partitioner, as .NET producers have it
+    for k in keys:
+        producer.produce(topic, value=b"{}", key=k, on_delivery=delivered)
+    assert producer.flush(30) == 0
+    assert landed == {k: librdkafka_partition_of(k, 6) for k in keys}
+    assert sum(landed[k] != partition_of(k, 6) for k in keys) > len(keys) // 2  # the two families mostly disagree
+
+
+async def test_an_unknown_key_shows_both_families_partitions(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    wanted = _keys_apart(world.events["newer"]["dealer_id"], 2)
+    code, out, _ = await run(world.env, "trace", wanted, "--json", capsys=capsys)
+    assert code == 1
+    consumer = msgspec.json.decode(out)["consumer"]
+    assert consumer["partition"] == partition_of(wanted.encode(), 2)
+    assert consumer["librdkafka"]["partition"] == librdkafka_partition_of(wanted.encode(), 2)
+    assert consumer["librdkafka"]["lag"] == 0
+    code, out, _ = await run(world.env, "trace", wanted, capsys=capsys)
+    assert "(where Java clients, publish and dlq replay put this key)" in out
+    assert f"where librdkafka's clients (.NET, Python, Go, kcat) put it: partition {1 - consumer['partition']}" in out

@@ -93,6 +93,37 @@ SAME: list[tuple[str, Change, Change]] = [
     ),
     ("Unix time 0 is a placeholder", _appt(appointment_at=0), _appt(appointment_at="0001-01-01T00:00:00Z")),
     (
+        ".NET's older JSON date",
+        lambda d: d.update(occurred_at="/Date(1741940813123+0100)/"),
+        lambda d: d.update(occurred_at="2025-03-14T08:26:53.123Z"),
+    ),
+    (
+        ".NET's older JSON date, escaped",
+        _appt(created_at="\\/Date(1741940400000)\\/"),
+        _appt(created_at="2025-03-14T08:20:00Z"),
+    ),
+    (
+        ".NET's older JSON date for a vehicle date",
+        _vehicle(apk_due_date="/Date(1551394800000)/"),  # 2019-02-28T23:00Z: 1 March in Amsterdam
+        _vehicle(apk_due_date="2019-03-01"),
+    ),
+    ("no seconds", _appt(appointment_at="2026-01-03T09:05"), _appt(appointment_at="2026-01-03T09:05:00")),
+    (
+        "an offset without its colon, or of hours only",
+        lambda d: d.update(occurred_at="2025-03-14T09:26:53+01"),
+        lambda d: d.update(occurred_at="2025-03-14T09:26:53+01:00"),
+    ),
+    (
+        "a space before the offset",
+        lambda d: d.update(occurred_at="2025-03-14 09:26:53 Z"),
+        lambda d: d.update(occurred_at="2025-03-14T09:26:53Z"),
+    ),
+    (
+        "an HTTP date",
+        lambda d: d.update(occurred_at="Fri, 14 Mar 2025 08:26:53 GMT"),
+        lambda d: d.update(occurred_at="2025-03-14T08:26:53Z"),
+    ),
+    (
         "event id in braces",
         lambda d: d.update(event_id="{" + d["event_id"] + "}"),
         lambda d: None,

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import sys
 import uuid
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -84,8 +85,16 @@ def canonical(event_id: str) -> str:
 
 
 def partition_of(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2, as the Java client): where a producer with a keyed record put it."""
+    """Kafka's default partitioner (murmur2, as the Java client, aiokafka and so `publish` and `dlq replay`): where
+    such a producer put a keyed record."""
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def librdkafka_partition_of(key: bytes, partitions: int) -> int:
+    """librdkafka's default partitioner (``consistent_random``: CRC-32 of the key): where the clients built on it
+    (.NET's Confluent.Kafka, confluent-kafka-python, Go's confluent-kafka-go, kcat) put a keyed record, unless told
+    ``partitioner=murmur2_random``."""
+    return zlib.crc32(key) % partitions
 
 
 # --- rows, masked (pure) ----------------------------------------------------------------------------------------
@@ -200,34 +209,46 @@ async def letters_for(settings: config.Settings, subject: Subject) -> list[Lette
 
 
 async def log_position(settings: config.Settings, key: bytes | None, partition: int | None) -> dict[str, Any]:
-    """The event topic's partition for the key: its log end and the group's committed offset in Kafka."""
+    """The event topic's partition for the key: its log end and the group's committed offset in Kafka. Known from a
+    record (``partition``), or else where Java clients put the key, with ``librdkafka``: the same for the partition
+    librdkafka's clients put it on, when that is another one."""
     topic = settings.kafka_topic
     consumer = consumer_for(settings, "trace")
     await consumer.start()
     try:
         await consumer._client.add_topic(topic)  # see inspection._partitions: no public call for one topic
         count = len(consumer.partitions_for_topic(topic) or ())
-        if partition is None and key is not None and count:
-            partition = partition_of(key, count)
-        if partition is None:
+        wanted = _partitions_for(key, partition, count)
+        if not wanted:
             return {"topic": topic}
-        tp = TopicPartition(topic, partition)
-        end = (await consumer.end_offsets([tp]))[tp]
+        tps = [TopicPartition(topic, p) for p in wanted]
+        ends = await consumer.end_offsets(tps)
     finally:
         await consumer.stop()
     admin = AIOKafkaAdminClient(**kafka_options(settings), client_id=f"{settings.kafka_client_id}-trace")
     await admin.start()
     try:
-        committed = await admin.list_consumer_group_offsets(settings.kafka_group_id, partitions=[tp])
+        committed = await admin.list_consumer_group_offsets(settings.kafka_group_id, partitions=tps)
     finally:
         await admin.close()
+    positions = [
+        {"topic": topic, "partition": tp.partition, "log_end": ends[tp], "committed": _offset(committed, tp)}
+        for tp in tps
+    ]
+    return positions[0] if len(positions) == 1 else {**positions[0], "librdkafka": positions[1]}
+
+
+def _partitions_for(key: bytes | None, partition: int | None, count: int) -> list[int]:
+    if partition is not None:
+        return [partition]
+    if key is None or not count:
+        return []
+    return list(dict.fromkeys((partition_of(key, count), librdkafka_partition_of(key, count))))
+
+
+def _offset(committed: dict[TopicPartition, Any], tp: TopicPartition) -> int | None:
     meta = committed.get(tp)
-    return {
-        "topic": topic,
-        "partition": partition,
-        "log_end": end,
-        "committed": meta.offset if meta is not None and meta.offset >= 0 else None,
-    }
+    return meta.offset if meta is not None and meta.offset >= 0 else None
 
 
 # --- the report -------------------------------------------------------------------------------------------------
@@ -329,10 +350,20 @@ async def _consumer(
     position = await log_position(settings, key, partition)
     if "partition" not in position:
         return position
+    view = await _view(conn, settings, position, offset)
+    other = position.pop("librdkafka", None)
+    if other is not None:
+        view["librdkafka"] = await _view(conn, settings, other, None)
+    return view
+
+
+async def _view(
+    conn: asyncpg.Connection[Any], settings: config.Settings, position: dict[str, Any], offset: int | None
+) -> dict[str, Any]:
     stored_next = await conn.fetchval(
         _Q_STORED_OFFSET, settings.kafka_group_id, settings.kafka_topic, position["partition"]
     )
-    return consumer_view(position, stored_next, offset)
+    return consumer_view({k: v for k, v in position.items() if k != "librdkafka"}, stored_next, offset)
 
 
 # --- rendering --------------------------------------------------------------------------------------------------
@@ -412,6 +443,14 @@ def _consumer_lines(c: dict[str, Any]) -> list[str]:
     if "record_offset" in c:
         state = "consumed" if c["record_consumed"] else "not consumed yet"
         lines.append(f"  the record at offset {c['record_offset']}: {state}")
+    other = c.get("librdkafka")
+    if other is not None:
+        lines[0] += " (where Java clients, publish and dlq replay put this key)"
+        lines.append(
+            f"  where librdkafka's clients (.NET, Python, Go, kcat) put it: partition {other['partition']}: log end"
+            f" {other['log_end']}, stored next offset {other['stored_next_offset']} (PostgreSQL), committed"
+            f" {other['committed']} (Kafka), lag {other['lag']}"
+        )
     return lines
 
 

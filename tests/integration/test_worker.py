@@ -110,7 +110,7 @@ def poison_events(valid: dict[str, Any]) -> list[tuple[str, bytes]]:
     future = {**valid, "schema_version": 2}
     bad_date = msgspec.json.decode(samples.encode(valid))
     bad_date["appointment"]["vehicle"]["first_registration_date"] = "13-13-2020"
-    wrong_type = {**valid, "dealer_id": 12345}
+    wrong_type = {**valid, "dealer_id": True}
     return [
         *POISON,
         ("contract", samples.encode(future)),

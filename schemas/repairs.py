@@ -20,9 +20,10 @@ What is read, and why (docs/contract.md "What the worker also reads" is the prod
   with slashes, month-first (en-US) is as likely as day-first.
 - Timestamps: a Dutch one with a time (``1-3-2026 10:30``: local time, as the contract reads a timestamp without an
   offset), nearly RFC 3339 (no seconds, a space before the offset, ``+01`` or ``+0100``), .NET's older JSON date
-  (``/Date(1741940400000+0100)/``), an HTTP date (``Fri, 14 Mar 2025 08:26:53 GMT``), and a Unix time (seconds, or milliseconds from 10^11 on, as Java's ``Date`` and JavaScript write it), which
-  is UTC. Unix time 0 is the Unix "no date": it is read as the placeholder ``0001-01-01``, which the normaliser
-  nulls (optional) or refuses (required), as it does .NET's.
+  (``/Date(1741940400000+0100)/``), an HTTP date (``Fri, 14 Mar 2025 08:26:53 GMT``), and a Unix time (seconds,
+  or milliseconds from 10^11 on, as Java's ``Date`` and JavaScript write it), which is UTC. Unix time 0 is Unix's
+  "no date": it is read as the placeholder ``0001-01-01``, which the normaliser nulls (optional) or refuses
+  (required), as it does .NET's.
 - A price written for Dutch readers: ``"49,95"``, ``"1.234,56"``, ``"€ 49,95"``, ``"1,234.50"``. ``"1,234"`` (a
   thousand, or one and a bit?) stays a contract error.
 - An event id in braces (``{...}``, .NET's ``Guid.ToString("B")``) or as a URN (``urn:uuid:...``).

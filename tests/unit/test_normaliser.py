@@ -395,12 +395,24 @@ def test_interventions_keep_exact_prices() -> None:
     [
         (_upsert(dms_number="  "), "$.appointment.dms_number: only whitespace"),
         (_upsert(persons=[{"id": " "}]), "$.appointment.persons[0].id: only whitespace"),
-        (_upsert(persons=[{"id": "a"}, {"id": "b"}, {"id": " a"}]), "$.appointment.persons[2].id: same person id"),
+        (
+            _upsert(persons=[{"id": "a"}, {"id": "b"}, {"id": " a", "city": "Utrecht"}]),
+            "$.appointment.persons[2].id: same person id as persons[0], other values",
+        ),
     ],
 )
 def test_unstorable_events_raise_normalise_error(event: contract.Event, message: str) -> None:
     with pytest.raises(NormaliseError, match=message.replace("[", r"\[").replace("$", r"\$")):
         normalise(event)
+
+
+def test_a_person_listed_again_once_per_role_is_one_person_with_a_note() -> None:
+    driver = {"id": "P1", "first_name": "Jan", "mobile_private": "06 12345678"}
+    event = normalise(_upsert(persons=[driver, {"id": "P2"}, {**driver, "id": " P1 "}]))
+    assert isinstance(event, model.Upsert)
+    assert [p.id for p in event.appointment.persons] == ["P1", "P2"]
+    assert event.appointment.persons[0] == normalise(_upsert(persons=[driver])).appointment.persons[0]  # type: ignore[union-attr]
+    assert model.Note("persons[2]", "duplicate", "removed") in event.appointment.notes
 
 
 def test_rich_example_end_to_end() -> None:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 from asyncpg.exceptions._base import PostgresMessageMeta
 
+from tests.unit.builders import upsert
 from worker.errors import TransientError, WriteRejected
 from worker.normalise.model import Appointment, Delete, Intervention, NormalisedEvent, Person, Upsert, Vehicle
+from worker.normalise.normaliser import normalise
 from worker.normalise.records import Item, Offset
 from worker.runtime import tables
 from worker.runtime.tables import APPOINTMENTS, PERSONS, VEHICLES, Rows, classify
@@ -135,3 +139,15 @@ def test_a_plan_holds_the_rows_the_store_would_build_and_builds_them_in_slices()
     sources = {tables.canonical_event_id(i.event.event_id): i.offset for i in batch}
     assert plan.interventions(winners) == tables.intervention_rows(events, sources)
     assert tables.planned(batch).appointments() == plan.appointments()
+
+
+def test_a_person_listed_twice_has_one_row_whose_source_is_its_first_record() -> None:
+    driver = {"id": "P1", "first_name": "Jan", "last_name": "Jansen"}
+    source = upsert(persons=[driver, {"id": "P2"}, {**driver, "id": " P1"}])
+    event = normalise(source)
+    rows = Rows()
+    rows.add(event, source)
+    persons: dict[Any, dict[str, Any]] = {as_dict(PERSONS, r)["person_id"]: as_dict(PERSONS, r) for r in rows.persons()}
+    assert sorted(persons) == ["P1", "P2"]
+    assert msgspec.json.decode(persons["P1"]["source"])["id"] == "P1"
+    assert as_dict(APPOINTMENTS, rows.appointments()[0])["person_ids"] == '["P1","P2"]'

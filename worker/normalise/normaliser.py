@@ -122,7 +122,6 @@ def _aware(value: dt.datetime, field: str, notes: _Notes) -> dt.datetime:
 
 def _appointment(a: contract.Appointment, rules: Rules) -> model.Appointment:
     notes = _Notes()
-    _unique_person_ids(a.persons)
     dms_number = _required_id(a.dms_number, "$.appointment.dms_number")
     created_at = _aware(_required_timestamp(a.created_at, "$.appointment.created_at"), "created_at", notes)
     wo_number = notes.take("wo_number", clean(a.wo_number))
@@ -135,7 +134,7 @@ def _appointment(a: contract.Appointment, rules: Rules) -> model.Appointment:
         waiting_customer=a.waiting_customer,
         interventions=tuple(_intervention(i, n, notes) for n, i in enumerate(a.interventions)),
         vehicle=None if a.vehicle is None else _vehicle(a.vehicle, rules),
-        persons=tuple(_person(p, n, rules) for n, p in enumerate(a.persons)),
+        persons=_distinct([_person(p, n, rules) for n, p in enumerate(a.persons)], notes),
         notes=notes.done(),
     )
 
@@ -146,14 +145,20 @@ def _optional_timestamp(value: dt.datetime | None, notes: _Notes) -> dt.datetime
     return None if at is None else _aware(at, "appointment_at", notes)
 
 
-def _unique_person_ids(persons: tuple[contract.Person, ...]) -> None:
-    # Two different records under one id cannot both be stored, and merging them would be a guess.
-    seen: dict[str, int] = {}
+def _distinct(persons: list[model.Person], notes: _Notes) -> tuple[model.Person, ...]:
+    """The persons without repeats: a DMS lists the driver who is also the owner once per role. Two different records
+    under one id cannot both be stored, and merging them would be a guess."""
+    first: dict[str, int] = {}
+    kept: list[model.Person] = []
     for n, person in enumerate(persons):
-        key = person.id.strip()
-        if key in seen:
-            raise NormaliseError(f"$.appointment.persons[{n}].id: same person id as persons[{seen[key]}]")
-        seen[key] = n
+        at = first.setdefault(person.id, n)
+        if at == n:
+            kept.append(person)
+        elif person == persons[at]:
+            notes.add(f"persons[{n}]", (("duplicate", "removed"),))
+        else:
+            raise NormaliseError(f"$.appointment.persons[{n}].id: same person id as persons[{at}], other values")
+    return tuple(kept)
 
 
 def _intervention(i: contract.Intervention, n: int, notes: _Notes) -> model.Intervention:

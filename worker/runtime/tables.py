@@ -466,9 +466,7 @@ class Rows(msgspec.Struct):
             return
         appt = event.appointment
         raw = source.appointment if isinstance(source, contract.AppointmentUpserted) else None
-        raw_persons = raw.persons if raw is not None else (None,) * len(appt.persons)
-        # The normaliser keeps the persons' order, so the n-th source person is the n-th normalised one.
-        for person, raw_person in zip(appt.persons, raw_persons, strict=True):
+        for person, raw_person in zip(appt.persons, _sources_of(appt.persons, raw), strict=True):
             _keep_newest(self._persons, (dealer, person.id), (version, person, raw_person, stamp))
         vehicle = appt.vehicle
         if vehicle is not None and vehicle.vehicle_key is not None:
@@ -507,6 +505,20 @@ class Rows(msgspec.Struct):
     def candidates(self) -> Iterator[tuple[tuple[str, str], NormalisedEvent]]:
         """Each appointment key with its candidate event, in no particular order."""
         return ((key, c[1]) for key, c in self._appointments.items())
+
+
+def _sources_of(persons: Sequence[Person], raw: contract.Appointment | None) -> Sequence[contract.Person | None]:
+    """The source record of each normalised person. The normaliser keeps the persons' order and drops only a repeat
+    of an earlier person (the same once normalised), so the n-th source person is the n-th normalised one unless
+    there were repeats; then the first source record of each id is its source."""
+    if raw is None:
+        return (None,) * len(persons)
+    if len(raw.persons) == len(persons):
+        return raw.persons
+    first: dict[str, contract.Person] = {}
+    for p in raw.persons:
+        first.setdefault(p.id.strip(), p)
+    return [first[p.id] for p in persons]
 
 
 def unique_items(items: Iterable[Item]) -> dict[str, Item]:

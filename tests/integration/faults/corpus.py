@@ -162,7 +162,7 @@ def corpus() -> list[Kind]:
     bad("whitespace-person-id", "normalise", _with("wpi", n(), _set("appointment.persons.0.id", " \t ")))
 
     def duplicate_person(event: dict[str, Any]) -> None:
-        event["appointment"]["persons"].append(dict(event["appointment"]["persons"][0]))
+        event["appointment"]["persons"].append({**event["appointment"]["persons"][0], "city": "Elders"})
 
     bad("duplicate-person-ids", "normalise", _with("dpi", n(), duplicate_person))
     bad("whitespace-dms-delete", "normalise", _enc({**delete, "appointment": {"dms_number": " "}}))

@@ -18,8 +18,9 @@ What is read, and why (docs/contract.md "What the worker also reads" is the prod
   date in Europe/Amsterdam), a Dutch date (``1-3-2019``, ``01-03-2019``, ``01.03.2019``, with or without a time, as
   ``DateTime.ToString()`` writes under nl-NL) and the RDW's ``20190301`` (also as a number). Never ``1/3/2019``:
   with slashes, month-first (en-US) is as likely as day-first.
-- Timestamps: a Dutch one with a time (``1-3-2026 10:30``: local time, as the contract reads a timestamp without an
-  offset), nearly RFC 3339 (no seconds, a space before the offset, ``+01`` or ``+0100``), .NET's older JSON date
+- Timestamps: a Dutch one (``1-3-2026 10:30``: local time, as the contract reads a timestamp without an offset), a
+  date alone (``2026-03-01``, ``1-3-2026``: midnight, local time; Carsys calls both the appointment's and its creation's
+  a date), nearly RFC 3339 (no seconds, a space before the offset, ``+01`` or ``+0100``), .NET's older JSON date
   (``/Date(1741940400000+0100)/``), an HTTP date (``Fri, 14 Mar 2025 08:26:53 GMT``), and a Unix time (seconds,
   or milliseconds from 10^11 on, as Java's ``Date`` and JavaScript write it), which is UTC. Unix time 0 is Unix's
   "no date": it is read as the placeholder ``0001-01-01``, which the normaliser nulls (optional) or refuses
@@ -116,13 +117,23 @@ def as_date(value: Any) -> Any:
 
 def _dutch_timestamp(text: str) -> str | None:
     found = _DUTCH.fullmatch(text.strip())
-    if found is None or found["H"] is None:
-        return None  # a date alone says nothing about the time of an appointment
-    day = _day(found)
-    hour, minute, second = int(found["H"]), int(found["M"]), int(found["S"] or 0)
-    if day is None or hour > 23 or minute > 59 or second > 59:
+    day = None if found is None else _day(found)
+    if found is None or day is None:
+        return None
+    hour, minute, second = int(found["H"] or 0), int(found["M"] or 0), int(found["S"] or 0)
+    if hour > 23 or minute > 59 or second > 59:
         return None
     return f"{day.isoformat()}T{hour:02d}:{minute:02d}:{second:02d}"
+
+
+_ISO_DATE: Final = re.compile(r"(?P<y>[0-9]{4})-(?P<m>[0-9]{2})-(?P<d>[0-9]{2})")
+
+
+def _midnight(text: str) -> str | None:
+    """A date alone where a timestamp belongs (Carsys' Afspraakdatum and Aanmaakdatum are dates): its start."""
+    found = _ISO_DATE.fullmatch(text) or _COMPACT.fullmatch(text)
+    day = None if found is None else _day(found)
+    return None if day is None else f"{day.isoformat()}T00:00:00"
 
 
 def _unix_time(number: int | decimal.Decimal) -> str | None:
@@ -175,7 +186,8 @@ def _timestamp_text(text: str) -> str | None:
     ms = _MS_JSON_DATE.fullmatch(text)
     if ms is not None:
         return _instant(decimal.Decimal(ms["ms"]) / 1000)
-    return _dutch_timestamp(text) or _nearly_rfc3339(text) or (_http_date(text) if "," in text else None)
+    stamp = _dutch_timestamp(text) or _nearly_rfc3339(text) or _midnight(text)
+    return stamp or (_http_date(text) if "," in text else None)
 
 
 def as_timestamp(value: Any) -> Any:

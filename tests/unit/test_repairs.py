@@ -108,6 +108,8 @@ SAME: list[tuple[str, Change, Change]] = [
         _vehicle(apk_due_date="2019-03-01"),
     ),
     ("no seconds", _appt(appointment_at="2026-01-03T09:05"), _appt(appointment_at="2026-01-03T09:05:00")),
+    ("a date alone", _appt(appointment_at="2026-01-03"), _appt(appointment_at="2026-01-03T00:00:00")),
+    ("a Dutch date alone", _appt(created_at="3-1-2026"), _appt(created_at="2026-01-03T00:00:00")),
     (
         "an offset without its colon, or of hours only",
         lambda d: d.update(occurred_at="2025-03-14T09:26:53+01"),
@@ -179,7 +181,11 @@ def test_prices_keep_every_digit_through_a_repair() -> None:
             "vehicle.apk_due_date: expected an ISO date",
         ),
         ("no such day", _vehicle(apk_due_date="31-02-2019"), "vehicle.apk_due_date: expected an ISO date"),
-        ("a date alone for a timestamp", _appt(appointment_at="3-1-2026"), "appointment_at: expected an RFC 3339"),
+        (
+            "a date alone for occurred_at: no offset",
+            lambda d: d.update(occurred_at="2025-03-14"),
+            "occurred_at: expected an RFC 3339 timestamp with offset",
+        ),
         (
             "a Dutch occurred_at has no offset",
             lambda d: d.update(occurred_at="14-3-2025 9:26"),

@@ -106,7 +106,7 @@ def _repairing(value: bytes, message: str, done: tuple[str, ...] = ()) -> tuple[
     fixed = repaired(value, message)
     if fixed is None:
         raise _rejected(value, message) from None
-    done = (*done, contract_reason(message))
+    done = (*done, message)
     try:
         return _DECODER.decode(fixed), done
     except msgspec.ValidationError as exc:
@@ -122,7 +122,7 @@ def repairs_in(value: bytes) -> tuple[str, ...]:
         _DECODER.decode(value)
     except msgspec.ValidationError as exc:
         with contextlib.suppress(Rejected):
-            return _repairing(value, str(exc))[1]
+            return tuple(contract_reason(message) for message in _repairing(value, str(exc))[1])
     except msgspec.DecodeError:
         pass
     return ()

@@ -38,6 +38,7 @@ import contextlib
 import datetime as dt
 import decimal
 import email.utils
+import functools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
@@ -280,64 +281,80 @@ def _text_fields(kind: mi.Type, shape: str) -> Iterator[str]:
             yield from _text_fields(field.type, f"{shape}.{field.encode_name}")
 
 
-_TEXT: Final = "|".join(sorted({re.escape(shape) for shape in _text_fields(mi.type_info(Event), "$")}))
-_TIMESTAMPS: Final = r"\$\.occurred_at|\$\.appointment\.(?:created_at|appointment_at)"
+_TEXT: Final = tuple(sorted(set(_text_fields(mi.type_info(Event), "$"))))
+_VEHICLE_DATES: Final = ("$.appointment.vehicle.first_registration_date", "$.appointment.vehicle.apk_due_date")
+_TIMESTAMPS: Final = ("$.occurred_at", "$.appointment.created_at", "$.appointment.appointment_at")
 # (msgspec's reason, the paths of the fields it applies to, list indices as [], the fix). A refusal at one field
 # rewrites every field of that kind: a producer that writes house numbers as numbers does so for every person.
-FIXES: Final[tuple[tuple[re.Pattern[str], re.Pattern[str], Fix], ...]] = tuple(
-    (re.compile(reason), re.compile(path), fix)
-    for reason, path, fix in (
-        (
-            r"Invalid RFC3339 encoded date|Expected `date(?: \| null)?`, got `int`",
-            r"\$\.appointment\.vehicle\.(?:first_registration_date|apk_due_date)",
-            as_date,
-        ),
+FIXES: Final[tuple[tuple[re.Pattern[str], tuple[str, ...], Fix], ...]] = tuple(
+    (re.compile(reason), paths, fix)
+    for reason, paths, fix in (
+        (r"Invalid RFC3339 encoded date|Expected `date(?: \| null)?`, got `int`", _VEHICLE_DATES, as_date),
         (
             r"Invalid RFC3339 encoded datetime|Expected `datetime(?: \| null)?`, got `(?:int|float)`",
             _TIMESTAMPS,
             as_timestamp,
         ),
-        (r"Invalid decimal string", r"\$\.appointment\.interventions\[\]\.price", as_price),
-        (r"Expected `bool`, got `(?:null|str|int)`", r"\$\.appointment\.waiting_customer", as_bool),
-        (r"Expected `array`, got `null`", r"\$\.appointment\.(?:interventions|persons)", as_list),
+        (r"Invalid decimal string", ("$.appointment.interventions[].price",), as_price),
+        (r"Expected `bool`, got `(?:null|str|int)`", ("$.appointment.waiting_customer",), as_bool),
+        (r"Expected `array`, got `null`", ("$.appointment.interventions", "$.appointment.persons"), as_list),
         (r"Expected `str(?: \| null)?`, got `int`", _TEXT, as_text),
-        (r"Expected `str`, got `null`", r"\$\.appointment\.interventions\[\]\.title", as_title),
-        (r"Expected `str` matching regex", r"\$\.event_id", as_uuid),
+        (r"Expected `str`, got `null`", ("$.appointment.interventions[].title",), as_title),
+        (r"Expected `str` matching regex", ("$.event_id",), as_uuid),
     )
 )
 
 _AT: Final = re.compile(r"^(?P<reason>.*?) - at `(?P<path>[^`]*)`$", re.DOTALL)
 _INDEX: Final = re.compile(r"\[[0-9]+\]")
+_STEP: Final = re.compile(r"\.(?P<field>[a-z_]+)|\[\]")
 
 
-def _fix_for(message: str) -> tuple[Fix, re.Pattern[str]] | None:
+def _fix_for(message: str) -> tuple[Fix, tuple[str, ...]] | None:
     found = _AT.match(message)
     if found is None:
         return None
     shape = _INDEX.sub("[]", found["path"])
     for reason, paths, fix in FIXES:
-        if reason.match(found["reason"]) and paths.fullmatch(shape):
+        if shape in paths and reason.match(found["reason"]):
             return fix, paths
     return None
 
 
-def _nodes(node: Any, shape: str = "$") -> Iterator[tuple[Any, Any, str]]:
-    """(container, key, path with list indices as []) of every value inside ``node``."""
-    items: Iterable[tuple[Any, Any]] = ()
-    if isinstance(node, dict):
-        items = ((k, f"{shape}.{k}") for k in node)
-    elif isinstance(node, list):
-        items = ((i, f"{shape}[]") for i in range(len(node)))
-    for key, inner in items:
-        yield node, key, inner
-        yield from _nodes(node[key], inner)
+Trie = dict[Any, "Trie"]
+_LEAF: Final = "$"  # never a field name (the steps are [a-z_]+) nor None (every list element)
 
 
-def _apply(doc: Any, fix: Fix, paths: re.Pattern[str]) -> bool:
-    changed = False
-    for container, key, shape in list(_nodes(doc)):
-        if not paths.fullmatch(shape):
+@functools.cache
+def _trie(paths: tuple[str, ...]) -> Trie:
+    """The paths as a tree of steps, so that one walk of the event visits each of them."""
+    root: Trie = {}
+    for path in paths:
+        node = root
+        for step in (m["field"] for m in _STEP.finditer(path)):
+            node = node.setdefault(step, {})
+        node[_LEAF] = {}
+    return root
+
+
+def _places(node: Any, trie: Trie, out: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """(container, key) of every value of ``node`` at a path of ``trie`` (a None step: every list element)."""
+    for step, below in trie.items():
+        if step is None and isinstance(node, list):
+            keys: Iterable[Any] = range(len(node))
+        elif isinstance(step, str) and step != _LEAF and isinstance(node, dict) and step in node:
+            keys = (step,)
+        else:
             continue
+        for key in keys:
+            if _LEAF in below:
+                out.append((node, key))
+            _places(node[key], below, out)
+    return out
+
+
+def _apply(doc: Any, fix: Fix, paths: tuple[str, ...]) -> bool:
+    changed = False
+    for container, key in _places(doc, _trie(paths), []):
         old, new = container[key], fix(container[key])
         # By type too: True == 1, and 1 -> True is a change.
         if new is not KEEP and (type(new), new) != (type(old), old):

@@ -325,6 +325,17 @@ def test_vin_and_vehicle_key() -> None:
     assert _vehicle(vin="123", license_plate="-").vehicle_key is None
 
 
+@pytest.mark.parametrize("raw", ["0-", "X X", "- -"])
+def test_a_vin_that_is_a_placeholder_once_its_separators_are_gone_is_null(raw: str) -> None:
+    assert normalise_vin(raw) == (None, False, (("placeholder", "nulled"),))
+
+
+def test_a_vin_is_composed_once_its_separators_are_gone_so_that_a_second_pass_keeps_it() -> None:
+    vin, _, _ = normalise_vin("\u0339 \u0334")  # two combining marks a space kept in the wrong canonical order
+    assert vin is not None
+    assert normalise_vin(vin)[0] == vin
+
+
 def test_vin_check_digit_is_not_enforced() -> None:
     assert normalise_vin("WVWZZZ1KZ6W000001")[1]
     assert normalise_vin("1M8GDM9AXKP042788")[1]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from typing import Final
 
-from worker.normalise.text import Result, clean
+from worker.normalise.text import PLACEHOLDER, PLACEHOLDERS, Result, clean
 
 # Pure rules on values that repeat across customers (cities, titles, house numbers, fuels): remembered.
 _CACHE_SIZE: Final = 4096
@@ -23,6 +24,10 @@ def normalise_vin(value: str | None) -> tuple[str | None, bool, tuple[tuple[str,
     if text is None:
         return None, False, fixes
     vin = _VIN_SEPARATORS.sub("", text.upper())
+    if not vin.isascii():
+        vin = unicodedata.normalize("NFC", vin)  # marks a space kept apart are composed (and ordered) once joined
+    if vin != text and vin.lower() in PLACEHOLDERS:  # "0-", "X X": a placeholder once the separators are gone
+        return None, False, (*fixes, PLACEHOLDER)
     if _VIN.fullmatch(vin) is None:
         return vin, False, (*fixes, ("vin", "invalid_kept"))
     return vin, True, fixes if vin == text else (*fixes, ("vin", "formatted"))

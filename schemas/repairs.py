@@ -16,17 +16,18 @@ What is read, and why (docs/contract.md "What the worker also reads" is the prod
 - An empty (or blank) string for an optional date, timestamp or price is null: how forms say "no value".
 - Dates: a timestamp is its calendar date (.NET's ``DateTime`` writes ``2019-03-01T00:00:00``; with an offset, the
   date in Europe/Amsterdam), a Dutch date (``1-3-2019``, ``01-03-2019``, ``01.03.2019``, with or without a time, as
-  ``DateTime.ToString()`` writes under nl-NL) and the RDW's ``20190301`` (also as a number). Never ``1/3/2019``:
-  with slashes, month-first (en-US) is as likely as day-first.
+  ``DateTime.ToString()`` writes under nl-NL), year first (``2019-3-1``, ``2019/03/01``) and the RDW's
+  ``20190301`` (also as a number). Never ``1/3/2019``: with slashes, month-first (en-US) is as likely as day-first.
 - Timestamps: a Dutch one (``1-3-2026 10:30``: local time, as the contract reads a timestamp without an offset), a
-  date alone (``2026-03-01``, ``1-3-2026``: midnight, local time; Carsys calls both the appointment's and its creation's
-  a date), nearly RFC 3339 (no seconds, a space before the offset, ``+01`` or ``+0100``), .NET's older JSON date
+  date alone (``2026-03-01``, ``1-3-2026``: midnight, local time; Carsys calls both the appointment's and its
+  creation's a date), nearly RFC 3339 (no seconds, a space before the offset, ``+01``, ``+0100``, ``UTC``, a
+  decimal comma, Java's ``ZonedDateTime`` zone id after the offset), .NET's older JSON date
   (``/Date(1741940400000+0100)/``), an HTTP date (``Fri, 14 Mar 2025 08:26:53 GMT``), and a Unix time (seconds,
   or milliseconds from 10^11 on, as Java's ``Date`` and JavaScript write it), which is UTC. Unix time 0 is Unix's
   "no date": it is read as the placeholder ``0001-01-01``, which the normaliser nulls (optional) or refuses
   (required), as it does .NET's.
-- A price written for Dutch readers: ``"49,95"``, ``"1.234,56"``, ``"€ 49,95"``, ``"1,234.50"``. ``"1,234"`` (a
-  thousand, or one and a bit?) stays a contract error.
+- A price written for Dutch readers: ``"49,95"``, ``"1.234,56"``, ``"€ 49,95"``, ``"1,234.50"``, ``"1 234,56"``,
+  ``"49,-"``. ``"1,234"`` (a thousand, or one and a bit?) stays a contract error.
 - An event id in braces (``{...}``, .NET's ``Guid.ToString("B")``) or as a URN (``urn:uuid:...``).
 
 Numbers keep every digit through a repair (decoded as Decimal, written back as numbers).
@@ -74,6 +75,11 @@ _DUTCH: Final = re.compile(
     r"(?:[ T]+(?P<H>[0-9]{1,2}):(?P<M>[0-9]{2})(?::(?P<S>[0-9]{2}))?)?"
 )
 _COMPACT: Final = re.compile(r"(?P<y>[0-9]{4})(?P<m>[0-9]{2})(?P<d>[0-9]{2})")
+# Year first with any separator and unpadded numbers (2019-3-1, 2019/03/01, 2019.03.01): no one writes year-day-month.
+_YEAR_FIRST: Final = re.compile(
+    r"(?P<y>[0-9]{4})(?P<sep>[-/.])(?P<m>[0-9]{1,2})(?P=sep)(?P<d>[0-9]{1,2})"
+    r"(?:[ T]+[0-9]{1,2}:[0-9]{2}(?::[0-9]{2})?)?"
+)
 # From here on a Unix time is in milliseconds: 10^11 seconds is the year 5138, 10^11 ms is March 1973.
 _MILLIS_FROM: Final = 10**11
 _PLACEHOLDER: Final = "0001-01-01T00:00:00Z"
@@ -108,7 +114,7 @@ def as_date(value: Any) -> Any:
     if not isinstance(value, str):
         return KEEP
     text = value.strip()
-    found = _DUTCH.fullmatch(text) or _COMPACT.fullmatch(text)
+    found = _DUTCH.fullmatch(text) or _COMPACT.fullmatch(text) or _YEAR_FIRST.fullmatch(text)
     if found is not None:
         day = _day(found)
         return KEEP if day is None else day.isoformat()
@@ -127,12 +133,12 @@ def _dutch_timestamp(text: str) -> str | None:
     return f"{day.isoformat()}T{hour:02d}:{minute:02d}:{second:02d}"
 
 
-_ISO_DATE: Final = re.compile(r"(?P<y>[0-9]{4})-(?P<m>[0-9]{2})-(?P<d>[0-9]{2})")
+_DATE_ONLY: Final = re.compile(r"(?P<y>[0-9]{4})(?P<sep>[-/.])(?P<m>[0-9]{1,2})(?P=sep)(?P<d>[0-9]{1,2})")
 
 
 def _midnight(text: str) -> str | None:
     """A date alone where a timestamp belongs (Carsys' Afspraakdatum and Aanmaakdatum are dates): its start."""
-    found = _ISO_DATE.fullmatch(text) or _COMPACT.fullmatch(text)
+    found = _DATE_ONLY.fullmatch(text) or _COMPACT.fullmatch(text)
     day = None if found is None else _day(found)
     return None if day is None else f"{day.isoformat()}T00:00:00"
 
@@ -161,17 +167,19 @@ _MS_JSON_DATE: Final = re.compile(r"\\?/Date\((?P<ms>-?[0-9]+)(?:[+-][0-9]{4})?\
 # RFC 3339 nearly: seconds left out (an HTML datetime-local input, JavaScript), a space before the offset, or an
 # offset of hours only (+01) or without its colon.
 _NEARLY_RFC3339: Final = re.compile(
-    r"(?P<dt>[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2})(?P<s>:[0-9]{2}(?:\.[0-9]+)?)?"
-    r"\s*(?:(?P<z>[Zz])|(?P<sign>[+-])(?P<oh>[0-9]{2}):?(?P<om>[0-9]{2})?)?"
+    r"(?P<dt>[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2})(?P<s>:[0-9]{2}(?:[.,][0-9]+)?)?"
+    r"\s*(?:(?P<z>[Zz]|UTC|GMT)|(?P<sign>[+-])(?P<oh>[0-9]{2}):?(?P<om>[0-9]{2})?)?(?P<zone>\[[A-Za-z0-9_+\-/]+\])?"
 )
 
 
 def _nearly_rfc3339(text: str) -> str | None:
+    """Also a decimal comma in the seconds (ISO 8601 allows it), UTC or GMT for Z, and a zone id after the offset
+    (Java's ZonedDateTime: ``2025-03-14T09:20:00+01:00[Europe/Amsterdam]``; the offset says the instant)."""
     found = _NEARLY_RFC3339.fullmatch(text)
-    if found is None:
+    if found is None or (found["zone"] and not (found["z"] or found["sign"])):
         return None
     offset = "Z" if found["z"] else f"{found['sign']}{found['oh']}:{found['om'] or '00'}" if found["sign"] else ""
-    return f"{found['dt']}{found['s'] or ':00'}{offset}"
+    return f"{found['dt']}{(found['s'] or ':00').replace(',', '.')}{offset}"
 
 
 def _http_date(text: str) -> str | None:
@@ -203,7 +211,11 @@ def as_timestamp(value: Any) -> Any:
 
 # --- prices ------------------------------------------------------------------------------------------------------
 
-_MONEY: Final = re.compile(r"(?P<cur>€|EUR)?\s*(?P<n>-?[0-9][0-9.,]*)\s*(?P<cur2>€|EUR)?", re.IGNORECASE)
+_MONEY: Final = re.compile(r"(?P<cur>€|EUR)?\s*(?P<n>-?[0-9][0-9.,]*(?:,[-–])?)\s*(?P<cur2>€|EUR)?", re.IGNORECASE)
+# A space (also a no-break or narrow one) between thousands: "1 234,56", as French and Belgian prices are written.
+_SPACED_THOUSANDS: Final = re.compile(r"(?<=[0-9])[ \u00a0\u202f](?=[0-9]{3}(?![0-9]))")
+# Whole euros the Dutch way: "49,-", "1.250,-".
+_WHOLE_DASH: Final = re.compile(r"-?(?:[0-9]{1,3}(?:\.[0-9]{3})+|[0-9]+),[-–]")
 _DECIMAL_COMMA: Final = re.compile(r"-?(?:[0-9]{1,3}(?:\.[0-9]{3})+|[0-9]+),[0-9]{1,2}")
 _THOUSANDS_COMMA: Final = re.compile(r"-?[0-9]{1,3}(?:,[0-9]{3})+\.[0-9]{1,2}")
 _PLAIN: Final = re.compile(r"-?[0-9]+(?:\.[0-9]{1,2})?")
@@ -212,15 +224,19 @@ _PLAIN: Final = re.compile(r"-?[0-9]+(?:\.[0-9]{1,2})?")
 def as_price(value: Any) -> Any:
     if _blank(value):
         return None
-    found = _MONEY.fullmatch(value.strip()) if isinstance(value, str) else None
+    text = value.strip() if isinstance(value, str) else ""
+    joined = _SPACED_THOUSANDS.sub("", text)
+    found = _MONEY.fullmatch(joined)
     if found is None:
         return KEEP
     number = found["n"]
+    if _WHOLE_DASH.fullmatch(number):
+        return number[:-2].replace(".", "")
     if _DECIMAL_COMMA.fullmatch(number):
         return number.replace(".", "").replace(",", ".")
     if _THOUSANDS_COMMA.fullmatch(number):
         return number.replace(",", "")
-    if (found["cur"] or found["cur2"]) and _PLAIN.fullmatch(number):
+    if (found["cur"] or found["cur2"] or joined != text) and _PLAIN.fullmatch(number):
         return number
     return KEEP
 

@@ -108,6 +108,27 @@ SAME: list[tuple[str, Change, Change]] = [
         _vehicle(apk_due_date="2019-03-01"),
     ),
     ("no seconds", _appt(appointment_at="2026-01-03T09:05"), _appt(appointment_at="2026-01-03T09:05:00")),
+    ("a year-first date, unpadded", _vehicle(apk_due_date="2019-3-1"), _vehicle(apk_due_date="2019-03-01")),
+    ("a year-first date with slashes", _vehicle(apk_due_date="2019/03/01"), _vehicle(apk_due_date="2019-03-01")),
+    ("a year-first date alone", _appt(appointment_at="2026/1/3"), _appt(appointment_at="2026-01-03T00:00:00")),
+    (
+        "Java's ZonedDateTime",
+        lambda d: d.update(occurred_at="2025-03-14T09:26:53+01:00[Europe/Amsterdam]"),
+        lambda d: d.update(occurred_at="2025-03-14T09:26:53+01:00"),
+    ),
+    (
+        "a decimal comma in the seconds",
+        lambda d: d.update(occurred_at="2025-03-14T09:26:53,5+01:00"),
+        lambda d: d.update(occurred_at="2025-03-14T09:26:53.5+01:00"),
+    ),
+    (
+        "UTC for Z",
+        lambda d: d.update(occurred_at="2025-03-14 08:26:53 UTC"),
+        lambda d: d.update(occurred_at="2025-03-14T08:26:53Z"),
+    ),
+    ("whole euros the Dutch way", _intervention(0, price="€ 49,-"), _intervention(0, price="49")),
+    ("spaced thousands", _intervention(0, price="1 234,56"), _intervention(0, price="1234.56")),
+    ("no-break spaced thousands", _intervention(0, price="12\u00a0345"), _intervention(0, price="12345")),
     ("a date alone", _appt(appointment_at="2026-01-03"), _appt(appointment_at="2026-01-03T00:00:00")),
     ("a Dutch date alone", _appt(created_at="3-1-2026"), _appt(created_at="2026-01-03T00:00:00")),
     (
@@ -203,6 +224,16 @@ def test_prices_keep_every_digit_through_a_repair() -> None:
         ("a required timestamp empty", _appt(created_at=""), "created_at: expected a timestamp, got null"),
         ("schema version as text", lambda d: d.update(schema_version="1"), "schema_version: expected an integer"),
         ("an ambiguous price", _intervention(0, price="1,234"), "interventions[0].price: expected a decimal number"),
+        (
+            "a zone id without an offset",
+            lambda d: d.update(occurred_at="2025-03-14T09:26:53[Europe/Amsterdam]"),
+            "occurred_at: expected an RFC 3339 timestamp",
+        ),
+        (
+            "spaces that are no thousands",
+            _intervention(0, price="1 23,45"),
+            "interventions[0].price: expected a decimal number",
+        ),
         ("braces around no uuid", lambda d: d.update(event_id="{not-a-uuid}"), "event_id: expected a UUID"),
     ],
 )

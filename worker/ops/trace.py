@@ -350,8 +350,8 @@ async def _consumer(
     position = await log_position(settings, key, partition)
     if "partition" not in position:
         return position
-    view = await _view(conn, settings, position, offset)
     other = position.pop("librdkafka", None)
+    view = await _view(conn, settings, position, offset)
     if other is not None:
         view["librdkafka"] = await _view(conn, settings, other, None)
     return view
@@ -363,7 +363,7 @@ async def _view(
     stored_next = await conn.fetchval(
         _Q_STORED_OFFSET, settings.kafka_group_id, settings.kafka_topic, position["partition"]
     )
-    return consumer_view({k: v for k, v in position.items() if k != "librdkafka"}, stored_next, offset)
+    return consumer_view(position, stored_next, offset)
 
 
 # --- rendering --------------------------------------------------------------------------------------------------

@@ -31,6 +31,10 @@ def _decoded(change: Change) -> Event:
     return decode(json.dumps(doc, ensure_ascii=False).encode())
 
 
+def _event(**values: Any) -> Change:
+    return lambda d: d.update(values)
+
+
 def _appt(**values: Any) -> Change:
     return lambda d: d["appointment"].update(values)
 
@@ -54,7 +58,7 @@ SAME: list[tuple[str, Change, Change]] = [
     ("role id as a number", _vehicle(driver_id=4711), _vehicle(driver_id="4711")),
     ("dms number as a number", _appt(dms_number=2025004711), _appt(dms_number="2025004711")),
     ("wo number as a number", _appt(wo_number=88), _appt(wo_number="88")),
-    ("dealer id as a number", lambda d: d.update(dealer_id=1234), lambda d: d.update(dealer_id="1234")),
+    ("dealer id as a number", _event(dealer_id=1234), lambda d: d.update(dealer_id="1234")),
     ("mobile as a number", _person(0, mobile_private=612345678), _person(0, mobile_private="612345678")),
     ("postcode as a number (Belgium)", _person(0, postcode=2000), _person(0, postcode="2000")),
     ("interventions null", _appt(interventions=None), _appt(interventions=[])),
@@ -83,19 +87,19 @@ SAME: list[tuple[str, Change, Change]] = [
     ),
     (
         "Unix time in milliseconds",
-        lambda d: d.update(occurred_at=1741940813123),
-        lambda d: d.update(occurred_at="2025-03-14T08:26:53.123Z"),
+        _event(occurred_at=1741940813123),
+        _event(occurred_at="2025-03-14T08:26:53.123Z"),
     ),
     (
         "Unix time in seconds, fractional (Jackson's Instant)",
-        lambda d: d.update(occurred_at=1741940813.123456),
-        lambda d: d.update(occurred_at="2025-03-14T08:26:53.123456Z"),
+        _event(occurred_at=1741940813.123456),
+        _event(occurred_at="2025-03-14T08:26:53.123456Z"),
     ),
     ("Unix time 0 is a placeholder", _appt(appointment_at=0), _appt(appointment_at="0001-01-01T00:00:00Z")),
     (
         ".NET's older JSON date",
-        lambda d: d.update(occurred_at="/Date(1741940813123+0100)/"),
-        lambda d: d.update(occurred_at="2025-03-14T08:26:53.123Z"),
+        _event(occurred_at="/Date(1741940813123+0100)/"),
+        _event(occurred_at="2025-03-14T08:26:53.123Z"),
     ),
     (
         ".NET's older JSON date, escaped",
@@ -113,18 +117,18 @@ SAME: list[tuple[str, Change, Change]] = [
     ("a year-first date alone", _appt(appointment_at="2026/1/3"), _appt(appointment_at="2026-01-03T00:00:00")),
     (
         "Java's ZonedDateTime",
-        lambda d: d.update(occurred_at="2025-03-14T09:26:53+01:00[Europe/Amsterdam]"),
-        lambda d: d.update(occurred_at="2025-03-14T09:26:53+01:00"),
+        _event(occurred_at="2025-03-14T09:26:53+01:00[Europe/Amsterdam]"),
+        _event(occurred_at="2025-03-14T09:26:53+01:00"),
     ),
     (
         "a decimal comma in the seconds",
-        lambda d: d.update(occurred_at="2025-03-14T09:26:53,5+01:00"),
-        lambda d: d.update(occurred_at="2025-03-14T09:26:53.5+01:00"),
+        _event(occurred_at="2025-03-14T09:26:53,5+01:00"),
+        _event(occurred_at="2025-03-14T09:26:53.5+01:00"),
     ),
     (
         "UTC for Z",
-        lambda d: d.update(occurred_at="2025-03-14 08:26:53 UTC"),
-        lambda d: d.update(occurred_at="2025-03-14T08:26:53Z"),
+        _event(occurred_at="2025-03-14 08:26:53 UTC"),
+        _event(occurred_at="2025-03-14T08:26:53Z"),
     ),
     ("whole euros the Dutch way", _intervention(0, price="€ 49,-"), _intervention(0, price="49")),
     ("spaced thousands", _intervention(0, price="1 234,56"), _intervention(0, price="1234.56")),
@@ -133,18 +137,18 @@ SAME: list[tuple[str, Change, Change]] = [
     ("a Dutch date alone", _appt(created_at="3-1-2026"), _appt(created_at="2026-01-03T00:00:00")),
     (
         "an offset without its colon, or of hours only",
-        lambda d: d.update(occurred_at="2025-03-14T09:26:53+01"),
-        lambda d: d.update(occurred_at="2025-03-14T09:26:53+01:00"),
+        _event(occurred_at="2025-03-14T09:26:53+01"),
+        _event(occurred_at="2025-03-14T09:26:53+01:00"),
     ),
     (
         "a space before the offset",
-        lambda d: d.update(occurred_at="2025-03-14 09:26:53 Z"),
-        lambda d: d.update(occurred_at="2025-03-14T09:26:53Z"),
+        _event(occurred_at="2025-03-14 09:26:53 Z"),
+        _event(occurred_at="2025-03-14T09:26:53Z"),
     ),
     (
         "an HTTP date",
-        lambda d: d.update(occurred_at="Fri, 14 Mar 2025 08:26:53 GMT"),
-        lambda d: d.update(occurred_at="2025-03-14T08:26:53Z"),
+        _event(occurred_at="Fri, 14 Mar 2025 08:26:53 GMT"),
+        _event(occurred_at="2025-03-14T08:26:53Z"),
     ),
     (
         "event id in braces",
@@ -204,12 +208,12 @@ def test_prices_keep_every_digit_through_a_repair() -> None:
         ("no such day", _vehicle(apk_due_date="31-02-2019"), "vehicle.apk_due_date: expected an ISO date"),
         (
             "a date alone for occurred_at: no offset",
-            lambda d: d.update(occurred_at="2025-03-14"),
+            _event(occurred_at="2025-03-14"),
             "occurred_at: expected an RFC 3339 timestamp with offset",
         ),
         (
             "a Dutch occurred_at has no offset",
-            lambda d: d.update(occurred_at="14-3-2025 9:26"),
+            _event(occurred_at="14-3-2025 9:26"),
             "occurred_at: expected an RFC 3339 timestamp with offset",
         ),
         (
@@ -222,11 +226,11 @@ def test_prices_keep_every_digit_through_a_repair() -> None:
         ("text as a boolean", _person(0, house_number=True), "house_number: expected a string or null, got a boolean"),
         ("a required id null", _person(0, id=None), "persons[0].id: expected a string, got null"),
         ("a required timestamp empty", _appt(created_at=""), "created_at: expected a timestamp, got null"),
-        ("schema version as text", lambda d: d.update(schema_version="1"), "schema_version: expected an integer"),
+        ("schema version as text", _event(schema_version="1"), "schema_version: expected an integer"),
         ("an ambiguous price", _intervention(0, price="1,234"), "interventions[0].price: expected a decimal number"),
         (
             "a zone id without an offset",
-            lambda d: d.update(occurred_at="2025-03-14T09:26:53[Europe/Amsterdam]"),
+            _event(occurred_at="2025-03-14T09:26:53[Europe/Amsterdam]"),
             "occurred_at: expected an RFC 3339 timestamp",
         ),
         (

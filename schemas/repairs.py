@@ -78,7 +78,7 @@ _COMPACT: Final = re.compile(r"(?P<y>[0-9]{4})(?P<m>[0-9]{2})(?P<d>[0-9]{2})")
 # Year first with any separator and unpadded numbers (2019-3-1, 2019/03/01, 2019.03.01): no one writes year-day-month.
 _YEAR_FIRST: Final = re.compile(
     r"(?P<y>[0-9]{4})(?P<sep>[-/.])(?P<m>[0-9]{1,2})(?P=sep)(?P<d>[0-9]{1,2})"
-    r"(?:[ T]+[0-9]{1,2}:[0-9]{2}(?::[0-9]{2})?)?"
+    r"(?:[ T]+(?P<H>[0-9]{1,2}):(?P<M>[0-9]{2})(?::(?P<S>[0-9]{2}))?)?"
 )
 # From here on a Unix time is in milliseconds: 10^11 seconds is the year 5138, 10^11 ms is March 1973.
 _MILLIS_FROM: Final = 10**11
@@ -122,25 +122,18 @@ def as_date(value: Any) -> Any:
     return _calendar_date(text) or (stamp and _calendar_date(stamp)) or KEEP
 
 
-def _dutch_timestamp(text: str) -> str | None:
-    found = _DUTCH.fullmatch(text.strip())
+def _local_timestamp(text: str) -> str | None:
+    """A date, with or without a time, written day first, year first or as the RDW writes it: local time, as the
+    contract reads a timestamp without an offset. A date alone is its midnight: Carsys calls both the appointment's
+    and its creation's a date (Afspraakdatum, Aanmaakdatum)."""
+    found = _DUTCH.fullmatch(text) or _YEAR_FIRST.fullmatch(text) or _COMPACT.fullmatch(text)
     day = None if found is None else _day(found)
     if found is None or day is None:
         return None
-    hour, minute, second = int(found["H"] or 0), int(found["M"] or 0), int(found["S"] or 0)
+    hour, minute, second = (int(found.groupdict().get(part) or 0) for part in ("H", "M", "S"))
     if hour > 23 or minute > 59 or second > 59:
         return None
     return f"{day.isoformat()}T{hour:02d}:{minute:02d}:{second:02d}"
-
-
-_DATE_ONLY: Final = re.compile(r"(?P<y>[0-9]{4})(?P<sep>[-/.])(?P<m>[0-9]{1,2})(?P=sep)(?P<d>[0-9]{1,2})")
-
-
-def _midnight(text: str) -> str | None:
-    """A date alone where a timestamp belongs (Carsys' Afspraakdatum and Aanmaakdatum are dates): its start."""
-    found = _DATE_ONLY.fullmatch(text) or _COMPACT.fullmatch(text)
-    day = None if found is None else _day(found)
-    return None if day is None else f"{day.isoformat()}T00:00:00"
 
 
 def _unix_time(number: int | decimal.Decimal) -> str | None:
@@ -195,8 +188,7 @@ def _timestamp_text(text: str) -> str | None:
     ms = _MS_JSON_DATE.fullmatch(text)
     if ms is not None:
         return _instant(decimal.Decimal(ms["ms"]) / 1000)
-    stamp = _dutch_timestamp(text) or _nearly_rfc3339(text) or _midnight(text)
-    return stamp or (_http_date(text) if "," in text else None)
+    return _local_timestamp(text) or _nearly_rfc3339(text) or (_http_date(text) if "," in text else None)
 
 
 def as_timestamp(value: Any) -> Any:

@@ -115,6 +115,7 @@ SAME: list[tuple[str, Change, Change]] = [
     ("a year-first date, unpadded", _vehicle(apk_due_date="2019-3-1"), _vehicle(apk_due_date="2019-03-01")),
     ("a year-first date with slashes", _vehicle(apk_due_date="2019/03/01"), _vehicle(apk_due_date="2019-03-01")),
     ("a year-first date alone", _appt(appointment_at="2026/1/3"), _appt(appointment_at="2026-01-03T00:00:00")),
+    ("a year-first timestamp", _appt(appointment_at="2026/01/03 9:30"), _appt(appointment_at="2026-01-03T09:30:00")),
     (
         "Java's ZonedDateTime",
         _event(occurred_at="2025-03-14T09:26:53+01:00[Europe/Amsterdam]"),

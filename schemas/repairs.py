@@ -118,8 +118,10 @@ def as_date(value: Any) -> Any:
     if found is not None:
         day = _day(found)
         return KEEP if day is None else day.isoformat()
+    if (calendar := _calendar_date(text)) is not None:
+        return calendar
     stamp = _timestamp_text(text)  # /Date(1551398400000)/, 2019-03-01 00:00 +01:00, ...
-    return _calendar_date(text) or (stamp and _calendar_date(stamp)) or KEEP
+    return (stamp and _calendar_date(stamp)) or KEEP
 
 
 def _local_timestamp(text: str) -> str | None:

@@ -105,14 +105,18 @@ def unique_name(request: pytest.FixtureRequest) -> str:
 def create_topic(kafka_bootstrap: str) -> TopicFactory:
     """Creates a topic explicitly (auto-create is off on the broker) and returns its name."""
 
-    async def create(name: str | None = None, *, partitions: int = 1, config: dict[str, str] | None = None) -> str:
+    async def create(
+        name: str | None = None, *, partitions: int = 1, config: dict[str, str] | None = None, dlq: bool = False
+    ) -> str:
+        """``dlq``: also ``<name>.dlq`` (one partition), as the worker's dead letters need."""
         topic = name or f"t.{uuid.uuid4().hex[:12]}"
+        topics = [NewTopic(topic, num_partitions=partitions, replication_factor=1, topic_configs=config or {})]
+        if dlq:
+            topics.append(NewTopic(f"{topic}.dlq", num_partitions=1, replication_factor=1))
         admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
         await admin.start()
         try:
-            await admin.create_topics(
-                [NewTopic(topic, num_partitions=partitions, replication_factor=1, topic_configs=config or {})]
-            )
+            await admin.create_topics(topics)
         finally:
             await admin.close()
         return topic

@@ -96,8 +96,7 @@ async def stored_offsets(dsn: str) -> dict[int, int]:
 async def test_every_codec_from_librdkafka_lands_with_invalid_records(
     kafka_bootstrap: str, fresh_database_url: str, create_topic: TopicFactory, tmp_path: Path
 ) -> None:
-    topic = await create_topic(f"carsys.{uuid.uuid4().hex[:10]}", partitions=3)
-    await create_topic(f"{topic}.dlq")
+    topic = await create_topic(f"carsys.{uuid.uuid4().hex[:10]}", partitions=3, dlq=True)
     events = list(samples.stream(seed=21, events=250))
     invalid: list[Record] = [(b"dealer-bad/1", b"{not json"), (b"dealer-bad/2", b"[]"), (b"dealer-bad/3", None)]
     chunk = len(events) // len(CODECS) + 1
@@ -154,8 +153,7 @@ async def kafka_committed(bootstrap: str, group: str, tp: TopicPartition) -> int
 async def test_an_undecodable_batch_holds_its_partition_until_an_operator_skips_it(
     kafka_bootstrap: str, fresh_database_url: str, create_topic: TopicFactory, tmp_path: Path
 ) -> None:
-    topic = await create_topic(f"carsys.{uuid.uuid4().hex[:10]}", partitions=2)
-    await create_topic(f"{topic}.dlq")
+    topic = await create_topic(f"carsys.{uuid.uuid4().hex[:10]}", partitions=2, dlq=True)
     events = list(samples.stream(seed=22, events=46))
     before, damaged, after, other = events[0:3], events[3:6], events[6:9], events[15:]
     later, last = events[9:12], events[12:15]  # produced after the first skip

@@ -71,8 +71,7 @@ async def letters_now(world: World) -> list[Any]:
 async def world(
     kafka_bootstrap: str, database_url: str, create_topic: TopicFactory, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[World]:
-    topic = await create_topic(f"carsys.{uuid.uuid4().hex[:10]}", partitions=2)
-    await create_topic(f"{topic}.dlq")
+    topic = await create_topic(f"carsys.{uuid.uuid4().hex[:10]}", partitions=2, dlq=True)
     await migrations.migrate(database_url)
     await fetch(database_url, STRICT_WO)
     upserts = [e for e in samples.stream(seed=61, events=80) if e["event_type"] == "appointment.upserted"]

@@ -132,8 +132,7 @@ async def test_erase_leaves_no_trace_and_lists_dead_letters(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    topic = await create_topic(f"carsys.{uuid.uuid4().hex[:10]}", partitions=2)
-    await create_topic(f"{topic}.dlq")
+    topic = await create_topic(f"carsys.{uuid.uuid4().hex[:10]}", partitions=2, dlq=True)
     events, future = stream()
     await produce(kafka_bootstrap, topic, [(samples.key_of(e), samples.encode(e)) for e in [*events, future]])
     env = worker_env(bootstrap=kafka_bootstrap, database_url=fresh_database_url, topic=topic, group=topic)

@@ -111,8 +111,7 @@ def _one_line(stderr: str, wanted: str) -> str:
 async def test_the_runtime_role_runs_the_whole_pipeline_without_migrating(
     migrated: str, roles: Roles, kafka_bootstrap: str, create_topic: TopicFactory, tmp_path: Path
 ) -> None:
-    topic = await create_topic(f"carsys.{uuid.uuid4().hex[:10]}", partitions=2)
-    await create_topic(f"{topic}.dlq")
+    topic = await create_topic(f"carsys.{uuid.uuid4().hex[:10]}", partitions=2, dlq=True)
     valid = [e for e in samples.stream(seed=31, events=80) if e["event_type"] == "appointment.upserted"]
     records = [(samples.key_of(e), samples.encode(e)) for e in valid] + [(b"dealer-x/1", b"{not json")]
     await produce(kafka_bootstrap, topic, records)

@@ -69,8 +69,7 @@ async def test_verify_full_connects_encrypted(tls_dsn: str) -> None:
 async def test_the_worker_runs_over_tls(
     tls_dsn: str, kafka_bootstrap: str, create_topic: TopicFactory, tmp_path: Path
 ) -> None:
-    topic = await create_topic(f"carsys.{uuid.uuid4().hex[:10]}", partitions=2)
-    await create_topic(f"{topic}.dlq")
+    topic = await create_topic(f"carsys.{uuid.uuid4().hex[:10]}", partitions=2, dlq=True)
     events = [e for e in samples.stream(seed=51, events=30) if e["event_type"] == "appointment.upserted"]
     await produce(kafka_bootstrap, topic, [(samples.key_of(e), samples.encode(e)) for e in events])
     env = worker_env(bootstrap=kafka_bootstrap, database_url=tls_dsn, topic=topic, group=topic)

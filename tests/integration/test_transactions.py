@@ -50,8 +50,7 @@ async def applied_ids(dsn: str) -> set[str]:
 async def test_aborted_transactions_are_never_applied_and_markers_leave_no_lag(
     kafka_bootstrap: str, fresh_database_url: str, create_topic: TopicFactory, tmp_path: Path
 ) -> None:
-    topic = await create_topic(f"carsys.txn.{uuid.uuid4().hex[:10]}", partitions=2)
-    await create_topic(f"{topic}.dlq")
+    topic = await create_topic(f"carsys.txn.{uuid.uuid4().hex[:10]}", partitions=2, dlq=True)
     stream = list(samples.stream(seed=41, events=180))
     # Applied, an aborted event would be in applied_events, and in the tables wherever no later committed one wins.
     committed, aborted = stream[:60] + stream[120:], stream[60:120]
